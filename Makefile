@@ -1,0 +1,42 @@
+# Two commands a fresh machine needs (README):  make quick   |   make test
+PY      ?= python3
+VENV    ?= .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+PROFILE ?= quick
+
+.PHONY: setup data quick smoke paper test test-fast figures clean-smoke
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements.txt
+	$(VPY) -m pip install -q --no-deps -e .
+	$(VPY) -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (diger)" >/dev/null
+	-git config --local diff.jupyternotebook.command "$(abspath $(VENV))/bin/git-nbdiffdriver diff" 2>/dev/null
+	-$(VENV)/bin/nbdime config-git --enable >/dev/null 2>&1
+	-git config --local filter.nbstripout.clean "$(abspath $(VENV))/bin/nbstripout" 2>/dev/null
+	-git config --local filter.nbstripout.smudge cat 2>/dev/null
+	@touch $@
+
+setup: $(STAMP)
+
+data: setup
+	$(VPY) -m diger_lib.cli setup-data
+
+# The main job: real Beauty through every notebook, sized for a laptop CPU (< 30 min on 2 cores).
+quick: data
+	$(VPY) -m diger_lib.runner --profile quick $(RUNNER_ARGS)
+
+smoke: data
+	$(VPY) -m diger_lib.runner --profile smoke $(RUNNER_ARGS)
+
+# The paper's settings (meant for a GPU; resumable on CPU).
+paper: data
+	$(VPY) -m diger_lib.runner --profile paper $(RUNNER_ARGS)
+
+test: data
+	$(VPY) -m pytest -q
+
+test-fast: data
+	$(VPY) -m pytest -q -m "not notebooks"

@@ -1,0 +1,218 @@
+"""Every setting of the package in one place: frozen, typed dataclasses defaulted to the paper.
+
+Defaults follow DIGER (arXiv 2601.19711) section 5 "Implementation Details" and the issue specs.
+Each dataclass validates itself in ``__post_init__`` and raises ``ConfigError`` naming the field.
+``from_flat(cls, params)`` builds a config from a flat dict (papermill parameters) and rejects
+unknown keys with a "did you mean" hint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, misspelt or out of range."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Enums: how a code is chosen (section 4.1/4.2 and the ablations of Table 4)
+# ----------------------------------------------------------------------------------------------
+class Method(str, enum.Enum):
+    TWO_STAGE = "two_stage"  # TIGER: frozen semantic IDs (section 6.1)
+    STE = "ste"  # naive joint training, argmax + straight-through, hard update (Fig. 3)
+    DIGER = "diger"  # DRIL (Eq. 5-8) + optional uncertainty decay (Eq. 9-13)
+    MOST_POPULAR = "most_popular"  # popularity floor, not in the paper
+
+
+class Noise(str, enum.Enum):
+    GUMBEL = "gumbel"  # Eq. 6
+    GAUSSIAN = "gaussian"  # Table 4 "-w Gaussian Noise"
+    NONE = "none"  # Table 4 "-w/o Gumbel Noise"
+
+
+class Update(str, enum.Enum):
+    SOFT = "soft"  # Eq. 8: gradient through the Gumbel-softmax mixture to every codebook row
+    HARD = "hard"  # gradient only to the selected row (STE, Table 4 "-w/o soft update")
+
+
+class Decay(str, enum.Enum):
+    NONE = "none"  # DIGER w/o UD
+    SDUD = "sdud"  # Eq. 9, learned noise scale sigma
+    FRQUD = "frqud"  # Eq. 10-13, noise only on hot codes
+    SDUD_FRQUD = "sdud+frqud"
+    TAU_ANNEAL = "tau_anneal"  # Table 4 "-w Gumbel tau annealing" instead of UD
+
+
+def _enum(enum_cls: type[enum.Enum], value: Any, name: str) -> enum.Enum:
+    if isinstance(value, enum_cls):
+        return value
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in enum_cls)
+        raise ConfigError(f"{name}={value!r} is not one of {allowed}") from None
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataclasses
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "Beauty"  # folder name under data_root holding NAME.inter.json
+    data_root: str = "data"  # where setup links the dataset files (git-ignored)
+    max_history: int = 20  # section 5: history of at most 20 items
+    min_interactions: int = 5  # 5-core filter (checked, not re-applied, for the shipped datasets)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.dataset) and "/" not in self.dataset, f"dataset={self.dataset!r} must be a folder name")
+        _check(self.max_history >= 1, f"max_history={self.max_history} must be >= 1 (history length 0 leaves nothing to read)")
+        _check(self.min_interactions >= 3, f"min_interactions={self.min_interactions} must be >= 3 (leave-one-out needs train/valid/test)")
+
+
+@dataclass(frozen=True)
+class RQVAEConfig:
+    codebook_size: int = 256  # K (section 5)
+    n_levels: int = 3  # m (section 5); a 4th conflict code is appended afterwards
+    code_dim: int = 32  # codebook vector size (LETTER/TIGER use 32)
+    hidden_dims: tuple[int, ...] = (512, 256, 128)  # MLP encoder widths; decoder mirrors them
+    beta: float = 0.25  # commitment weight in L_vq (section 4.3, following [22, 35])
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    epochs: int = 200
+    batch_size: int = 1024
+    kmeans_iters: int = 50  # k-means initialisation of each level's codebook
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
+        _check(self.codebook_size >= 2, f"codebook_size (K)={self.codebook_size} must be >= 2")
+        _check(self.n_levels >= 1, f"n_levels (m)={self.n_levels} must be >= 1")
+        _check(self.code_dim >= 1, f"code_dim={self.code_dim} must be >= 1")
+        _check(self.lr > 0, f"rqvae lr={self.lr} must be > 0")
+        _check(self.epochs >= 0, f"rqvae epochs={self.epochs} must be >= 0")
+        _check(self.batch_size >= 1, f"rqvae batch_size={self.batch_size} must be >= 1")
+        _check(0.0 <= self.dropout < 1.0, f"rqvae dropout={self.dropout} must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    """T5-style encoder-decoder (section 5; the authors' config: 4 heads of 64, d_ff 512, dropout 0.1)."""
+
+    d_model: int = 128
+    n_heads: int = 4
+    d_kv: int = 64
+    d_ff: int = 512
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    dropout: float = 0.1
+    rel_buckets: int = 32  # T5 relative-position buckets
+    rel_max_distance: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_heads", "d_kv", "d_ff", "n_encoder_layers", "n_decoder_layers", "rel_buckets"):
+            _check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        _check(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class AssignConfig:
+    """How the tokenizer picks a code during joint training (section 4)."""
+
+    noise: Noise = Noise.GUMBEL
+    update: Update = Update.SOFT
+    decay: Decay = Decay.NONE
+    tau: float = 2.0  # Gumbel-softmax temperature (section 5: tuned, set to 2.0)
+    sdud_lambda: float = 1.4  # lambda in Eq. 9 (grid {1.0,1.2,1.4,1.8,2.0})
+    sdud_sigma_init: float = 1.0  # initial Gumbel scale sigma
+    sdud_lr: float = 1e-2  # learning rate of sigma (plain SGD on L_sigma)
+    frqud_r: float = 1.5  # hot-code threshold ratio r in Eq. 11
+    frqud_beta: float = 0.25  # EMA factor beta in Eq. 10 (section 5: "beta to 0.25")
+    tau_anneal_min: float = 0.1  # "-w Gumbel tau annealing": tau decays exponentially to this
+    tau_anneal_rate: float = 0.3  # per-epoch exponential rate
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "noise", _enum(Noise, self.noise, "noise"))
+        object.__setattr__(self, "update", _enum(Update, self.update, "update"))
+        object.__setattr__(self, "decay", _enum(Decay, self.decay, "decay"))
+        _check(self.tau > 0, f"tau={self.tau} must be > 0")
+        _check(self.sdud_lambda > 0, f"sdud_lambda={self.sdud_lambda} must be > 0 (Eq. 9)")
+        _check(self.sdud_sigma_init >= 0, f"sdud_sigma_init={self.sdud_sigma_init} must be >= 0")
+        _check(self.sdud_lr > 0, f"sdud_lr={self.sdud_lr} must be > 0")
+        _check(self.frqud_r > 0, f"frqud_r={self.frqud_r} must be > 0 (Eq. 11)")
+        _check(0.0 <= self.frqud_beta < 1.0, f"frqud_beta={self.frqud_beta} must be in [0, 1) (Eq. 10)")
+        _check(0 < self.tau_anneal_min <= self.tau, f"tau_anneal_min={self.tau_anneal_min} must be in (0, tau]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: Method = Method.TWO_STAGE
+    epochs: int = 200  # upper bound; early stopping usually ends sooner
+    patience: int = 10  # epochs without validation NDCG@10 improvement
+    batch_size: int = 256
+    lr: float = 1e-3  # recommender learning rate (grid {0.01, 0.005, 0.001, 0.0005})
+    tokenizer_lr: float = 1e-4  # joint methods only (grid {1e-4, 1e-5, 5e-5, 1e-6})
+    weight_decay: float = 0.05  # AdamW (section 5)
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    beam_size: int = 20
+    topk: int = 10
+    eval_batch_size: int = 512
+    max_eval_users: int = 0  # 0 = every user; >0 evaluates validation on a fixed subsample
+    seed: int = 2026
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", _enum(Method, self.method, "method"))
+        _check(self.epochs >= 0, f"epochs={self.epochs} must be >= 0")
+        _check(self.patience >= 1, f"patience={self.patience} must be >= 1")
+        _check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        _check(self.lr > 0, f"lr={self.lr} must be > 0 (a negative learning rate ascends the loss)")
+        _check(self.tokenizer_lr > 0, f"tokenizer_lr={self.tokenizer_lr} must be > 0")
+        _check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
+        _check(self.topk >= 1, f"topk={self.topk} must be >= 1")
+        _check(self.beam_size >= self.topk, f"beam_size={self.beam_size} must be >= topk={self.topk} (a beam cannot return more items than it keeps)")
+        _check(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"), f"device={self.device!r} must be auto, cpu, cuda[:N] or mps")
+
+
+# ----------------------------------------------------------------------------------------------
+# Flat parameters (papermill) -> config
+# ----------------------------------------------------------------------------------------------
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def from_flat(cls: type, params: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build ``cls`` from the subset of ``params`` named ``prefix + field``; other keys are ignored."""
+    kwargs = {}
+    for f in fields(cls):
+        key = prefix + f.name
+        if key in params:
+            kwargs[f.name] = params[key]
+    return cls(**kwargs)
+
+
+def reject_unknown(params: Mapping[str, Any], known: set[str] | list[str], where: str = "parameters") -> None:
+    """Raise ConfigError for any key not in ``known``, suggesting the closest known name."""
+    known = set(known)
+    for key in params:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown parameter {key!r} for {where}{hint} Known: {', '.join(sorted(known))}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """JSON-friendly dict of a config dataclass (enums become their values)."""
+    out = {}
+    for k, v in dataclasses.asdict(cfg).items():
+        out[k] = v.value if isinstance(v, enum.Enum) else (list(v) if isinstance(v, tuple) else v)
+    return out
