@@ -1,0 +1,70 @@
+"""Atomic checkpoints with a config fingerprint, and the RNG states that make a resumed run exact."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is unreadable (truncated, corrupt) or belongs to another configuration."""
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """Stable hash of a JSON-able config; a checkpoint only resumes a run with the same fingerprint."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def atomic_torch_save(obj: Any, path: Path | str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path | str, expected_fingerprint: str | None = None) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated zip, wrong format, ...
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); it is truncated or "
+                              f"corrupt. Delete it to start the run again.") from None
+    if not isinstance(ckpt, dict) or "fingerprint" not in ckpt:
+        raise CheckpointError(f"{path} is not a diger checkpoint")
+    if expected_fingerprint is not None and ckpt["fingerprint"] != expected_fingerprint:
+        raise CheckpointError(f"checkpoint {path} was written by a different configuration (fingerprint "
+                              f"{ckpt['fingerprint']} != {expected_fingerprint}). Use a fresh output folder, or "
+                              f"delete the checkpoint to start over.")
+    return ckpt
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,166 @@
+"""Evaluation metrics: ranking quality, code usage and semantic-ID dynamics.
+
+- ``ranking_metrics``: Recall@k and NDCG@k under leave-one-out with a single held-out item per user
+  (section 5 "Evaluation": ranked against the full item set).
+- ``most_popular_topk``: a popularity floor every learned model should beat.
+- ``code_usage`` / ``collision_rate``: codebook utilisation per level; the effective number of codes
+  Eff(q) = exp(H(q)) of appendix A (Theorem A.3: Eff(q) <= K, equality iff q is uniform) and the share of
+  items whose full semantic ID collides with another item's.
+- ``sid_drift`` / ``agreement``: SID dynamics of section 8 (Figure 6): incremental drift (vs. the previous
+  epoch), cumulative drift (vs. the initial IDs) and train-inference agreement (sampled vs. argmax IDs).
+
+Every function accepts numpy arrays or torch tensors (any device) and returns numpy values / floats.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+try:  # torch is a dependency of the package, but the metrics themselves are pure numpy
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None  # type: ignore[assignment]
+
+
+def _as_numpy(x: Any, name: str) -> np.ndarray:
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _int_array(x: Any, name: str, ndim: int) -> np.ndarray:
+    arr = _as_numpy(x, name)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(arr.shape)}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _code_table(x: Any, name: str) -> np.ndarray:
+    arr = _int_array(x, name, 2)
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has no rows (shape {tuple(arr.shape)})")
+    return arr
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranking
+# ----------------------------------------------------------------------------------------------
+def ranking_metrics(topk_items: Any, targets: Any, ks: Sequence[int] = (5, 10)) -> dict[str, float]:
+    """Recall@k and NDCG@k averaged over users, one relevant item per user.
+
+    ``topk_items`` [U, k_max] holds each user's ranked recommendations (best first; padding such as -1
+    is allowed and never matches), ``targets`` [U] the held-out item. With a single relevant item,
+    Recall@k = 1[rank < k] and NDCG@k = 1 / log2(rank + 2) for the 0-based rank (IDCG = 1).
+    Returns {"R@5": .., "R@10": .., "N@5": .., "N@10": ..} for ``ks=(5, 10)``.
+    """
+    top = _int_array(topk_items, "topk_items", 2)
+    tgt = _int_array(targets, "targets", 1)
+    if top.shape[0] != tgt.shape[0]:
+        raise ValueError(f"topk_items has {top.shape[0]} users but targets has {tgt.shape[0]}")
+    if top.shape[0] == 0:
+        raise ValueError("ranking_metrics needs at least one user, got 0")
+    ks = tuple(int(k) for k in ks)
+    for k in ks:
+        if not 1 <= k <= top.shape[1]:
+            raise ValueError(f"k={k} must be in [1, {top.shape[1]}] (topk_items has {top.shape[1]} columns)")
+
+    hits = top == tgt[:, None]  # [U, k_max]
+    found = hits.any(axis=1)
+    rank = np.where(found, hits.argmax(axis=1), top.shape[1])  # first hit; k_max = "not retrieved"
+    gain = 1.0 / np.log2(rank + 2.0)
+
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"R@{k}"] = float((rank < k).mean())
+    for k in ks:
+        out[f"N@{k}"] = float(np.where(rank < k, gain, 0.0).mean())
+    return out
+
+
+def most_popular_topk(train_sequences: Iterable[Iterable[int]], n_items: int, k: int) -> np.ndarray:
+    """The ``k`` items with the most training interactions, ties broken by the lower item id.
+
+    ``train_sequences`` is an iterable of per-user item-id sequences (pass ``dict.values()``, not a
+    dict: iterating a dict yields its keys). Returns int64 [k].
+    """
+    if isinstance(train_sequences, Mapping):
+        raise TypeError("most_popular_topk got a mapping; pass its .values() (the item sequences)")
+    if not 1 <= k <= n_items:
+        raise ValueError(f"k={k} must be in [1, n_items={n_items}]")
+    chunks = [np.asarray(list(seq), dtype=np.int64).reshape(-1) for seq in train_sequences]
+    ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= n_items):
+        bad = ids[(ids < 0) | (ids >= n_items)][0]
+        raise ValueError(f"item id {bad} outside [0, n_items={n_items})")
+    counts = np.bincount(ids, minlength=n_items)
+    # stable sort on -count keeps ascending id order among equal counts
+    return np.argsort(-counts, kind="stable")[:k].astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Codebook usage
+# ----------------------------------------------------------------------------------------------
+class CodeUsage(NamedTuple):
+    counts: np.ndarray  # [m, K] items assigned to each code, per level
+    coverage: np.ndarray  # [m] fraction of the K codes used at least once
+    entropy: np.ndarray  # [m] H(q) in nats of the usage distribution q = counts / N
+    effective: np.ndarray  # [m] Eff(q) = exp(H(q)), appendix A; in [1, K]
+
+
+def code_usage(codes: Any, K: int) -> CodeUsage:
+    """Per-level usage of a codebook of size ``K`` by the semantic IDs ``codes`` [N, m]."""
+    c = _code_table(codes, "codes")
+    if K < 1:
+        raise ValueError(f"K={K} must be >= 1")
+    if c.min() < 0 or c.max() >= K:
+        bad = c[(c < 0) | (c >= K)][0]
+        raise ValueError(f"code {bad} outside [0, K={K})")
+    n, m = c.shape
+    offsets = np.arange(m, dtype=np.int64) * K  # level j owns bins [j*K, (j+1)*K)
+    counts = np.bincount((c + offsets).ravel(), minlength=m * K).reshape(m, K)
+    q = counts / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(q > 0, q * np.log(q), 0.0)  # 0 log 0 = 0
+    entropy = -plogp.sum(axis=1)  # H(q) = -sum_i q_i log q_i (appendix A)
+    return CodeUsage(
+        counts=counts,
+        coverage=(counts > 0).mean(axis=1),
+        entropy=entropy,
+        effective=np.exp(entropy),  # Eff(q) = exp(H(q))
+    )
+
+
+def collision_rate(codes: Any) -> float:
+    """1 - (#distinct full IDs) / (#items): share of items that would need a conflict code."""
+    c = _code_table(codes, "codes")
+    n_unique = np.unique(c, axis=0).shape[0]
+    return 1.0 - n_unique / c.shape[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Semantic-ID dynamics (section 8, Figure 6)
+# ----------------------------------------------------------------------------------------------
+def _paired(a: Any, b: Any, name_a: str, name_b: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _code_table(a, name_a), _code_table(b, name_b)
+    if x.shape != y.shape:
+        raise ValueError(f"{name_a} {tuple(x.shape)} and {name_b} {tuple(y.shape)} must have the same shape")
+    return x, y
+
+
+def sid_drift(prev: Any, cur: Any) -> float:
+    """Fraction of items whose full semantic ID differs between ``prev`` and ``cur`` [N, m].
+
+    Incremental drift: ``prev`` = previous epoch's IDs; cumulative drift: ``prev`` = initial IDs.
+    """
+    x, y = _paired(prev, cur, "prev", "cur")
+    return float((x != y).any(axis=1).mean())
+
+
+def agreement(sampled: Any, det: Any) -> float:
+    """Fraction of items whose whole training-time (sampled) ID equals the argmax (inference) ID."""
+    x, y = _paired(sampled, det, "sampled", "det")
+    return float((x == y).all(axis=1).mean())

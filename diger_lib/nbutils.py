@@ -1,0 +1,73 @@
+"""Small helpers the notebooks share: flat metrics files, the paper's numbers, run folders."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PAPER_TABLES = Path(__file__).parent / "resources" / "paper_tables.json"
+
+
+def paper_tables() -> dict[str, Any]:
+    """The DIGER and UniGRec tables as transcribed (``resources/paper_tables.json``)."""
+    return json.loads(PAPER_TABLES.read_text())
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return None if math.isnan(v) else v
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def write_json(path: Path | str, obj: Any) -> Path:
+    """Atomic JSON write (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_plain) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_metrics(out_dir: Path | str, metrics: dict[str, Any]) -> Path:
+    """The flat ``metrics.json`` every notebook writes; tables and tests read it, never the outputs."""
+    flat = {}
+    for k, v in metrics.items():
+        if isinstance(v, (dict, list, tuple)):
+            raise TypeError(f"metrics.json must be flat; {k!r} is a {type(v).__name__}")
+        flat[k] = _plain(v)
+    return write_json(Path(out_dir) / "metrics.json", flat)
+
+
+def dataset_artifacts(artifacts_dir: Path | str, dataset: str) -> Path:
+    d = Path(artifacts_dir) / dataset
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def rqvae_dir(artifacts_dir: Path | str, dataset: str, K: int, m: int) -> Path:
+    return dataset_artifacts(artifacts_dir, dataset) / f"rqvae_K{K}_m{m}"
+
+
+def markdown_table(df) -> str:
+    """pandas DataFrame -> GitHub Markdown table (no tabulate dependency)."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df.iterrows():
+        cells = []
+        for v in row.tolist():
+            if isinstance(v, float):
+                cells.append("" if math.isnan(v) else (f"{v:.4f}" if abs(v) < 10 else f"{v:,.2f}"))
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

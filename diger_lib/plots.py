@@ -1,0 +1,239 @@
+"""Figures of the paper as functions that return matplotlib ``Figure`` objects.
+
+- ``fig2_ndcg_and_coverage``: Figure 2 (validation NDCG@10 and mean code coverage across levels).
+- ``fig6_sid_dynamics``: Figure 6 (incremental / cumulative SID drift, train-inference agreement).
+- ``fig7_code_usage_heatmaps``: Figure 7 (per-level code usage as sqrt(K) x sqrt(K) heatmaps).
+- ``rqvae_training_curves``: tokenizer pre-training curves (not a paper figure).
+- ``save_figure``: PNG + PDF, written atomically.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot state, no GUI backend, nothing shown), so
+they work headless and are not kept alive by pyplot. Per-epoch inputs are tidy DataFrames, one row per
+(run, epoch), with a ``label`` column naming the run (see ``diger_lib.metrics`` for the quantities).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+_COVERAGE_RE = re.compile(r"^coverage_l(\d+)$")
+_RQVAE_COLUMNS = ("loss", "recon", "vq", "collision_rate")
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}; got {list(df.columns)}")
+
+
+def _runs(df: pd.DataFrame, labels: Sequence[str] | None, what: str) -> dict[str, pd.DataFrame]:
+    """label -> that run's rows sorted by epoch; every requested label must exist, once per epoch."""
+    _require(df, ["label", "epoch"], what)
+    available = list(dict.fromkeys(df["label"]))
+    if labels is None:
+        labels = available
+    if isinstance(labels, str):
+        labels = [labels]
+    missing = [lab for lab in labels if lab not in available]
+    if missing:
+        raise ValueError(f"{what}: label(s) {missing} not in the data; available: {available}")
+    runs = {}
+    for lab in labels:
+        run = df[df["label"] == lab].sort_values("epoch")
+        dup = run["epoch"][run["epoch"].duplicated()].unique()
+        if dup.size:
+            raise ValueError(f"{what}: label {lab!r} has several rows for epoch(s) {list(dup)[:5]}")
+        runs[lab] = run
+    return runs
+
+
+def _colors(labels: Sequence[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {lab: cmap(i % 10) for i, lab in enumerate(labels)}
+
+
+def _coverage_columns(df: pd.DataFrame) -> list[str]:
+    cols = sorted((int(m.group(1)), c) for c in df.columns if (m := _COVERAGE_RE.match(str(c))))
+    if not cols:
+        raise ValueError(f"fig2: no coverage_l<j> columns; got {list(df.columns)}")
+    return [c for _, c in cols]
+
+
+def _grid_shape(k: int) -> tuple[int, int]:
+    """Most square factorisation rows x cols = k with rows <= cols (16 x 16 for K = 256)."""
+    rows = max(d for d in range(1, int(np.sqrt(k)) + 1) if k % d == 0)
+    return rows, k // rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Paper figures
+# ----------------------------------------------------------------------------------------------
+def fig2_ndcg_and_coverage(
+    df: pd.DataFrame,
+    labels: Sequence[str] = ("DIGER", "STE"),
+    early_stop: Mapping[str, float] | None = None,
+) -> Figure:
+    """Figure 2: top, validation NDCG@10 by epoch; bottom, code coverage averaged over the levels with
+    error bars = standard deviation across levels. ``early_stop`` (label -> epoch) draws grey dashed
+    vertical lines (the paper marks STE's early-stop epoch)."""
+    runs = _runs(df, labels, "fig2")
+    _require(df, ["val_ndcg10"], "fig2")
+    cov_cols = _coverage_columns(df)
+    colors = _colors(list(runs))
+
+    fig = Figure(figsize=(6.0, 5.5), layout="constrained")
+    ax_ndcg, ax_cov = fig.subplots(2, 1, sharex=True)
+    for lab, run in runs.items():
+        ax_ndcg.plot(run["epoch"], run["val_ndcg10"], marker="o", ms=3, color=colors[lab], label=lab)
+        cov = run[cov_cols].to_numpy(dtype=float)  # [epochs, m]
+        ax_cov.errorbar(run["epoch"], cov.mean(axis=1), yerr=cov.std(axis=1), marker="o", ms=3,
+                        capsize=2, color=colors[lab], label=lab)
+    for lab, epoch in (early_stop or {}).items():
+        for ax in (ax_ndcg, ax_cov):
+            ax.axvline(epoch, color="grey", ls="--", lw=1, label=f"{lab} early stop" if ax is ax_ndcg else None)
+    ax_ndcg.set_ylabel("validation NDCG@10")
+    ax_cov.set_ylabel(f"code coverage (mean of {len(cov_cols)} levels)")
+    ax_cov.set_xlabel("epoch")
+    ax_cov.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_cov.set_ylim(0, 1.05)
+    ax_ndcg.legend(fontsize="small")
+    for ax in (ax_ndcg, ax_cov):
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def fig6_sid_dynamics(df: pd.DataFrame, labels: Sequence[str] | None = None) -> Figure:
+    """Figure 6: (a) incremental SID drift, (b) cumulative SID drift, (c) train-inference agreement,
+    one line per label (all labels in order of appearance when ``labels`` is None). NaNs (e.g. no
+    agreement at epoch 0) are skipped."""
+    runs = _runs(df, labels, "fig6")
+    panels = [("drift_inc", "(a) Incremental SID drift"), ("drift_cum", "(b) Cumulative SID drift"),
+              ("agreement", "(c) Train-inference agreement")]
+    _require(df, [c for c, _ in panels], "fig6")
+    colors = _colors(list(runs))
+
+    fig = Figure(figsize=(12.0, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3, sharex=True)
+    for ax, (col, title) in zip(axes, panels):
+        for lab, run in runs.items():
+            ok = run[col].notna()
+            ax.plot(run["epoch"][ok], run[col][ok], marker="o", ms=3, color=colors[lab], label=lab)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("fraction of items")
+    axes[2].legend(fontsize="small")
+    return fig
+
+
+def fig7_code_usage_heatmaps(usage: Mapping[str, Any], vmax: float | None = None) -> Figure:
+    """Figure 7: rows = labels, columns = levels; each cell shows the usage probability of the K codes
+    of one level as a rows x cols grid (16 x 16 for K = 256), with one colour bar shared by all cells.
+
+    ``usage`` maps label -> counts [m, K] (numpy, torch, or a ``metrics.CodeUsage``). ``vmax`` fixes the
+    top of the colour scale (default: the largest probability shown).
+    """
+    if not usage:
+        raise ValueError("fig7: usage is empty")
+    probs: dict[str, np.ndarray] = {}
+    for lab, counts in usage.items():
+        counts = getattr(counts, "counts", counts)  # accept a CodeUsage
+        if hasattr(counts, "detach"):
+            counts = counts.detach().cpu().numpy()
+        c = np.asarray(counts, dtype=float)
+        if c.ndim != 2:
+            raise ValueError(f"fig7: usage[{lab!r}] must be [m, K], got shape {c.shape}")
+        if (c < 0).any():
+            raise ValueError(f"fig7: usage[{lab!r}] has negative counts")
+        total = c.sum(axis=1, keepdims=True)
+        probs[lab] = np.divide(c, total, out=np.zeros_like(c), where=total > 0)
+    shapes = {lab: p.shape for lab, p in probs.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"fig7: every label needs the same [m, K]; got {shapes}")
+    m, k = next(iter(shapes.values()))
+    gr, gc = _grid_shape(k)
+    top = vmax if vmax is not None else max(float(p.max()) for p in probs.values()) or 1.0
+    norm = Normalize(vmin=0.0, vmax=top)
+
+    n = len(probs)
+    fig = Figure(figsize=(2.2 * m + 1.0, 2.2 * n + 0.3), layout="constrained")
+    axes = fig.subplots(n, m, squeeze=False)
+    image = None
+    for i, (lab, p) in enumerate(probs.items()):
+        for j in range(m):
+            ax = axes[i, j]
+            image = ax.imshow(p[j].reshape(gr, gc), cmap="viridis", norm=norm, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"level {j + 1}")
+            if j == 0:
+                ax.set_ylabel(lab)
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="usage probability", shrink=0.8)
+    return fig
+
+
+def rqvae_training_curves(records: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figure:
+    """RQ-VAE pre-training: total loss, reconstruction loss, VQ loss and collision rate by epoch, one
+    panel each. ``records`` rows need ``epoch`` and ``loss``, ``recon``, ``vq``, ``collision_rate``."""
+    df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+    if df.empty:
+        raise ValueError("rqvae_training_curves: no records")
+    _require(df, ["epoch", *_RQVAE_COLUMNS], "rqvae_training_curves")
+    df = df.sort_values("epoch")
+    titles = {"loss": "total loss", "recon": "reconstruction loss", "vq": "VQ loss",
+              "collision_rate": "collision rate"}
+    fig = Figure(figsize=(13.0, 3.2), layout="constrained")
+    axes = fig.subplots(1, len(_RQVAE_COLUMNS), sharex=True)
+    for ax, col in zip(axes, _RQVAE_COLUMNS):
+        ok = df[col].notna()
+        ax.plot(df["epoch"][ok], df[col][ok], color="C0")
+        ax.set_title(titles[col])
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving
+# ----------------------------------------------------------------------------------------------
+def save_figure(fig: Figure, path_without_ext: str | os.PathLike, dpi: int = 150) -> list[Path]:
+    """Write ``<path>.png`` (``dpi``) and ``<path>.pdf``; parent folders are created and each file is
+    written to a temporary file first and moved into place, so no half-written figure is left behind.
+    The PDF carries no creation date, so reruns give comparable files."""
+    base = Path(path_without_ext)
+    if base.suffix.lower() in (".png", ".pdf"):
+        raise ValueError(f"save_figure takes a path without extension, got {str(base)!r}")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for ext, metadata in (("png", None), ("pdf", {"CreationDate": None})):
+        target = base.parent / f"{base.name}.{ext}"
+        fd, tmp = tempfile.mkstemp(dir=base.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fig.savefig(fh, format=ext, dpi=dpi, bbox_inches="tight", metadata=metadata)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; make it an ordinary file
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        written.append(target)
+    return written

@@ -1,0 +1,108 @@
+"""Named run profiles: which notebooks run, in which order, with which parameters.
+
+Each step is ``(notebook stem, variant or "", parameters)``; the runner writes it to
+``papermill_runs/<profile>/<stem>[__variant]/``. Parameters not given keep the notebook's defaults
+(the paper's settings). ``smoke`` runs a tiny committed fixture in about a minute (tests); ``quick`` is
+the main job (real Beauty, < 30 min on 2 CPU cores); ``paper`` is the paper's full configuration.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = str(ROOT / "tests" / "fixtures")
+
+Step = tuple[str, str, dict]
+
+# A tiny recommender for smoke tests: 1+1 layers, d_model 32.
+_TINY_MODEL = dict(d_model=32, d_ff=64, n_heads=2, d_kv=16, n_encoder_layers=1, n_decoder_layers=1)
+_TINY_RQ = dict(codebook_size=16, rqvae_epochs=5, hidden_dims="64,32", code_dim=8, kmeans_iters=5)
+
+
+def _smoke() -> list[Step]:
+    d = dict(dataset="Tiny", data_root=FIXTURES)
+    train = dict(d, **_TINY_MODEL, codebook_size=16, epochs=2, patience=2, batch_size=64, beam_size=10, topk=10)
+    return [
+        ("01_prepare_data", "", dict(datasets="Tiny", data_root=FIXTURES, compare_paper=False)),
+        ("02_encode_item_text", "", dict(d)),
+        ("03_pretrain_rqvae", "", dict(d, **_TINY_RQ)),
+        ("04_train_recommender", "two_stage", dict(train, method="two_stage")),
+        ("04_train_recommender", "most_popular", dict(train, method="most_popular")),
+        ("04_train_recommender", "ste", dict(train, method="ste")),
+        ("04_train_recommender", "diger_sdud_frqud", dict(train, method="diger", decay="sdud+frqud")),
+        ("05_sid_dynamics_figures", "", dict(runs="ste,diger_sdud_frqud", main_diger="diger_sdud_frqud")),
+        ("06_results_tables", "", dict()),
+    ]
+
+
+# The main job: real Beauty, sized for a laptop CPU. Smaller recommender (2+2 layers) and few epochs.
+_QUICK_MODEL = dict(n_encoder_layers=2, n_decoder_layers=2)
+_QUICK_TRAIN = dict(_QUICK_MODEL, epochs=6, patience=2, max_eval_users=2000, batch_size=256, lr=2e-3)
+
+
+def _quick() -> list[Step]:
+    d = dict(dataset="Beauty")
+    return [
+        ("01_prepare_data", "", dict()),
+        ("02_encode_item_text", "", dict(d)),
+        ("03_pretrain_rqvae", "", dict(d, rqvae_epochs=100)),
+        ("04_train_recommender", "most_popular", dict(d, method="most_popular")),
+        ("04_train_recommender", "two_stage", dict(d, _QUICK_TRAIN, method="two_stage")),
+        ("04_train_recommender", "two_stage_letter", dict(d, _QUICK_TRAIN, method="two_stage", ids="letter")),
+        ("06_results_tables", "", dict()),
+    ]
+
+
+# SID dynamics on Beauty (issue: DIGER): every joint method, short runs sized for this CPU.
+_DYN_TRAIN = dict(_QUICK_TRAIN, epochs=5, patience=5)
+
+
+def _dynamics() -> list[Step]:
+    d = dict(dataset="Beauty")
+    steps = [
+        ("02_encode_item_text", "", dict(d)),
+        ("03_pretrain_rqvae", "", dict(d, rqvae_epochs=100)),
+        ("04_train_recommender", "two_stage", dict(d, _DYN_TRAIN, method="two_stage")),
+        ("04_train_recommender", "ste", dict(d, _DYN_TRAIN, method="ste")),
+    ]
+    for decay in ("none", "sdud", "frqud", "sdud+frqud"):
+        steps.append(("04_train_recommender", f"diger_{decay.replace('+', '_')}",
+                      dict(d, _DYN_TRAIN, method="diger", decay=decay)))
+    steps += [("05_sid_dynamics_figures", "", dict(main_diger="diger_frqud")), ("06_results_tables", "", dict())]
+    return steps
+
+
+def _paper() -> list[Step]:
+    steps: list[Step] = [("01_prepare_data", "", dict())]
+    for ds in ("Beauty", "Instruments", "Yelp"):
+        d = dict(dataset=ds)
+        steps += [("02_encode_item_text", ds, dict(d)), ("03_pretrain_rqvae", ds, dict(d))]
+        steps.append(("04_train_recommender", f"{ds}__two_stage", dict(d, method="two_stage")))
+        steps.append(("04_train_recommender", f"{ds}__ste", dict(d, method="ste")))
+        for decay in ("none", "sdud", "frqud", "sdud+frqud"):
+            steps.append(("04_train_recommender", f"{ds}__diger_{decay.replace('+', '_')}",
+                          dict(d, method="diger", decay=decay)))
+    b = dict(dataset="Beauty", method="diger", decay="none")
+    steps += [  # Table 4 ablations on DIGER w/o UD
+        ("04_train_recommender", "Beauty__abl_no_gumbel", dict(b, noise="none")),
+        ("04_train_recommender", "Beauty__abl_hard_update", dict(b, update="hard")),
+        ("04_train_recommender", "Beauty__abl_tau_anneal", dict(b, decay="tau_anneal")),
+        ("04_train_recommender", "Beauty__abl_gaussian", dict(b, noise="gaussian")),
+    ]
+    for K, m in ((128, 3), (512, 3), (256, 2), (256, 4)):  # Table 5
+        steps.append(("03_pretrain_rqvae", f"Beauty_K{K}_m{m}", dict(dataset="Beauty", codebook_size=K, n_levels=m)))
+        steps.append(("04_train_recommender", f"Beauty__K{K}_m{m}",
+                      dict(dataset="Beauty", method="diger", decay="frqud", codebook_size=K, n_levels=m)))
+    steps += [("05_sid_dynamics_figures", "", dict(runs="Beauty__ste,Beauty__diger_none,Beauty__diger_sdud,"
+                                                     "Beauty__diger_frqud", main_diger="Beauty__diger_frqud")),
+              ("06_results_tables", "", dict())]
+    return steps
+
+
+PROFILES = {"smoke": _smoke, "quick": _quick, "dynamics": _dynamics, "paper": _paper}
+
+
+def steps_for(profile: str) -> list[Step]:
+    if profile not in PROFILES:
+        raise KeyError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[profile]()

@@ -1,0 +1,408 @@
+"""The generative recommender: a T5 (v1.0) encoder-decoder over semantic-ID tokens (section 3, Eq. 2-4).
+
+The encoder reads the history items' IDs concatenated (Eq. 2); the decoder predicts the next item's ID one
+token at a time (Eq. 3) and training minimises its negative log-likelihood (Eq. 4). The layers follow
+Hugging Face ``T5ForConditionalGeneration`` exactly (RMS layer norm, relative position bias computed in the
+first layer of each stack and shared, no 1/sqrt(d) attention scaling, pre-norm residual blocks, ReLU
+feed-forward, dropout where T5 puts it) with an untied, unscaled ``lm_head`` (``tie_word_embeddings=False``),
+so HF weights copied in by :meth:`GenRecModel.load_hf_t5_` give HF's logits; ``tests/test_recommender.py``
+checks that and is the readable reference for this file.
+
+Speed (2 CPU cores): Q/K/V are one fused projection, attention masks (position bias + padding) are built
+once per stack and skipped where there is no padding, and the incremental decoder attends the beams of a
+user to that user's cross-attention K/V as one query block (no copies per beam).
+"""
+from __future__ import annotations
+
+import enum
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import RecommenderConfig
+from .vocab import PAD, SIDVocab
+
+
+class RecOutput(NamedTuple):
+    logits: Tensor  # [B, T, V]
+    loss: Tensor | None  # mean cross-entropy over label positions (Eq. 4 up to normalisation)
+
+
+class AttentionKernel(str, enum.Enum):
+    SDPA = "sdpa"  # torch.nn.functional.scaled_dot_product_attention, additive float mask
+    MATMUL = "matmul"  # two batched matmuls + softmax (faster for training with dropout on 2-core CPUs)
+
+
+class CrossKV(NamedTuple):
+    """Cross-attention keys/values of one batch of users, computed once per beam search."""
+
+    keys: list[Tensor]  # per decoder layer [B, H, L, d_kv]
+    values: list[Tensor]
+    mask: Tensor | None  # [B, 1, 1, L] additive padding mask, None if nothing is padded
+
+
+class SelfKV(NamedTuple):
+    """Decoder self-attention cache: keys/values of the tokens fed so far, one row per hypothesis."""
+
+    keys: list[Tensor]  # per decoder layer [N, H, t, d_kv]
+    values: list[Tensor]
+
+    def reorder(self, rows: Tensor) -> "SelfKV":
+        """Keep hypotheses ``rows`` [N'] (beam search parent selection)."""
+        return SelfKV([k.index_select(0, rows) for k in self.keys], [v.index_select(0, rows) for v in self.values])
+
+
+class StepOutput(NamedTuple):
+    logits: Tensor  # [N, V]
+    cache: SelfKV
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------
+def relative_position_bucket(relative_position: Tensor, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> Tensor:
+    """T5's bucketing of ``memory_position - query_position`` (Mesh TensorFlow / HF, bit for bit)."""
+    buckets = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative_position > 0).long() * num_buckets
+        relative_position = relative_position.abs()
+    else:
+        relative_position = -torch.clamp(relative_position, max=0)
+    max_exact = num_buckets // 2
+    is_small = relative_position < max_exact
+    large = max_exact + (torch.log(relative_position.float() / max_exact) / math.log(max_distance / max_exact)
+                         * (num_buckets - max_exact)).long()
+    large = torch.clamp(large, max=num_buckets - 1)
+    return buckets + torch.where(is_small, relative_position, large)
+
+
+class RelativeBias(nn.Module):
+    """Learned scalar bias per (head, bucket), added to the attention logits of every layer of a stack."""
+
+    def __init__(self, cfg: RecommenderConfig, bidirectional: bool):
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.num_buckets, self.max_distance = cfg.rel_buckets, cfg.rel_max_distance
+        self.weight = nn.Parameter(torch.empty(cfg.rel_buckets, cfg.n_heads))
+
+    def forward(self, q_len: int, k_len: int) -> Tensor:
+        dev = self.weight.device
+        rel = torch.arange(k_len, device=dev)[None, :] - torch.arange(q_len, device=dev)[:, None]
+        b = relative_position_bucket(rel, self.bidirectional, self.num_buckets, self.max_distance)
+        return F.embedding(b, self.weight).permute(2, 0, 1).unsqueeze(0)  # [1, H, q, k]
+
+
+def padding_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor | None:
+    """[B, L] (1 = token) -> additive [B, 1, 1, L] (HF uses finfo.min, not -inf), or None if nothing is padded."""
+    keep = attention_mask.bool()
+    if bool(keep.all()):
+        return None
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(
+        ~keep, torch.finfo(dtype).min)[:, None, None, :]
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, kernel: AttentionKernel) -> Tensor:
+    """softmax(q k^T + mask) v with T5's unscaled logits; ``dropout`` on the attention weights."""
+    if mask is not None and mask.dtype != q.dtype:
+        mask = mask.to(q.dtype)
+    if kernel is AttentionKernel.SDPA:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=1.0)
+    scores = torch.matmul(q, k.transpose(-1, -2))
+    if mask is not None:
+        scores = scores + mask
+    w = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    if dropout > 0:
+        w = F.dropout(w, dropout)
+    return torch.matmul(w, v)
+
+
+class RMSNorm(nn.Module):
+    """T5LayerNorm: x / rms(x) * weight, no mean subtraction, no bias, eps 1e-6."""
+
+    def __init__(self, d: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with fused projections: ``qkv`` for self-attention, ``q`` + ``kv`` for cross."""
+
+    def __init__(self, cfg: RecommenderConfig, cross: bool):
+        super().__init__()
+        self.h, self.dk, self.cross = cfg.n_heads, cfg.d_kv, cross
+        inner = cfg.n_heads * cfg.d_kv
+        if cross:
+            self.q = nn.Linear(cfg.d_model, inner, bias=False)
+            self.kv = nn.Linear(cfg.d_model, 2 * inner, bias=False)
+        else:
+            self.qkv = nn.Linear(cfg.d_model, 3 * inner, bias=False)
+        self.o = nn.Linear(inner, cfg.d_model, bias=False)
+
+    def heads(self, x: Tensor) -> Tensor:  # [B, L, H*dk] -> [B, H, L, dk] (a view)
+        return x.unflatten(-1, (self.h, self.dk)).transpose(1, 2)
+
+    def merge(self, x: Tensor) -> Tensor:  # [B, H, L, dk] -> [B, L, H*dk]
+        return x.transpose(1, 2).flatten(2)
+
+    def cross_kv(self, enc: Tensor) -> tuple[Tensor, Tensor]:
+        k, v = self.kv(enc).chunk(2, dim=-1)
+        return self.heads(k), self.heads(v)
+
+
+class Block(nn.Module):
+    """One pre-norm T5 block: self-attention, (cross-attention), ReLU feed-forward, each with residual."""
+
+    def __init__(self, cfg: RecommenderConfig, decoder: bool):
+        super().__init__()
+        self.self_norm, self.self_attn = RMSNorm(cfg.d_model), Attention(cfg, cross=False)
+        if decoder:
+            self.cross_norm, self.cross_attn = RMSNorm(cfg.d_model), Attention(cfg, cross=True)
+        self.ff_norm = RMSNorm(cfg.d_model)
+        self.wi = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.wo = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        self.p = cfg.dropout
+
+    def drop(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.p, self.training) if self.p > 0 else x
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        return x + self.drop(self.wo(self.drop(F.relu(self.wi(self.ff_norm(x))))))
+
+    def forward(self, x: Tensor, mask: Tensor | None, kernel: AttentionKernel,
+                enc: Tensor | None = None, enc_mask: Tensor | None = None) -> Tensor:
+        a = self.self_attn
+        p_attn = self.p if self.training else 0.0
+        q, k, v = (a.heads(t) for t in a.qkv(self.self_norm(x)).chunk(3, dim=-1))
+        x = x + self.drop(a.o(a.merge(attend(q, k, v, mask, p_attn, kernel))))
+        if enc is not None:
+            c = self.cross_attn
+            q = c.heads(c.q(self.cross_norm(x)))
+            k, v = c.cross_kv(enc)
+            x = x + self.drop(c.o(c.merge(attend(q, k, v, enc_mask, p_attn, kernel))))
+        return self.feed_forward(x)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------
+class GenRecModel(nn.Module):
+    """T5 encoder-decoder predicting the next item's semantic ID (Eq. 3), trained with Eq. 4."""
+
+    def __init__(self, cfg: RecommenderConfig, vocab: SIDVocab, *, kernel: AttentionKernel | str = "matmul"):
+        super().__init__()
+        self.cfg, self.vocab = cfg, vocab
+        self.kernel = AttentionKernel(kernel)
+        V, d = vocab.size, cfg.d_model
+        self.embed = nn.Embedding(V, d)  # shared by encoder and decoder inputs
+        self.enc_bias = RelativeBias(cfg, bidirectional=True)
+        self.enc_blocks = nn.ModuleList(Block(cfg, decoder=False) for _ in range(cfg.n_encoder_layers))
+        self.enc_norm = RMSNorm(d)
+        self.dec_bias = RelativeBias(cfg, bidirectional=False)
+        self.dec_blocks = nn.ModuleList(Block(cfg, decoder=True) for _ in range(cfg.n_decoder_layers))
+        self.dec_norm = RMSNorm(d)
+        self.lm_head = nn.Linear(d, V, bias=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """HF T5's initialisation (initializer_factor 1.0)."""
+        d, dk, h, dff = self.cfg.d_model, self.cfg.d_kv, self.cfg.n_heads, self.cfg.d_ff
+        nn.init.normal_(self.embed.weight, std=1.0)
+        nn.init.normal_(self.lm_head.weight, std=1.0)
+        for bias in (self.enc_bias, self.dec_bias):
+            nn.init.normal_(bias.weight, std=d ** -0.5)
+        for m in self.modules():
+            if isinstance(m, RMSNorm):
+                m.weight.fill_(1.0)
+            elif isinstance(m, Attention):
+                if m.cross:
+                    nn.init.normal_(m.q.weight, std=(d * dk) ** -0.5)
+                    nn.init.normal_(m.kv.weight, std=d ** -0.5)
+                else:
+                    nn.init.normal_(m.qkv.weight, std=d ** -0.5)
+                    nn.init.normal_(m.qkv.weight[: h * dk], std=(d * dk) ** -0.5)
+                nn.init.normal_(m.o.weight, std=(h * dk) ** -0.5)
+            elif isinstance(m, Block):
+                nn.init.normal_(m.wi.weight, std=d ** -0.5)
+                nn.init.normal_(m.wo.weight, std=dff ** -0.5)
+
+    def embed_weight(self) -> Tensor:
+        """The input token table [V, d] (what ``token_table`` replaces)."""
+        return self.embed.weight
+
+    def _drop(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.cfg.dropout, self.training) if self.cfg.dropout > 0 else x
+
+    def _embed(self, ids: Tensor, token_table: Tensor | None, extra: Tensor | None) -> Tensor:
+        x = F.embedding(ids, self.embed.weight if token_table is None else token_table)
+        return x if extra is None else x + extra
+
+    # -- encoder ---------------------------------------------------------------------------------------
+    def encode(self, input_ids: Tensor, attention_mask: Tensor, *, input_extra: Tensor | None = None,
+               token_table: Tensor | None = None) -> Tensor:
+        """History tokens (Eq. 2) [B, L] -> encoder states [B, L, d]."""
+        x = self._drop(self._embed(input_ids, token_table, input_extra))
+        L = input_ids.shape[1]
+        pad = padding_mask(attention_mask, x.dtype)
+        mask = self.enc_bias(L, L)  # [1, H, L, L], shared by every layer
+        if pad is not None:
+            mask = mask + pad
+        for blk in self.enc_blocks:
+            x = blk(x, mask, self.kernel)
+        return self._drop(self.enc_norm(x))
+
+    # -- teacher-forced decoder -------------------------------------------------------------------------
+    def decoder_bias(self, T: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Relative bias of decoder self-attention with the causal mask folded in: [1, H, T, T]."""
+        bias = self.dec_bias(T, T).to(dtype)
+        future = torch.ones(T, T, dtype=torch.bool, device=bias.device).triu_(1)
+        return bias.masked_fill(future, torch.finfo(dtype).min)
+
+    def decode(self, decoder_input_ids: Tensor, enc: Tensor, attention_mask: Tensor, *,
+               decoder_input_extra: Tensor | None = None, token_table: Tensor | None = None) -> Tensor:
+        """Teacher-forced decoder on already shifted inputs [B, T] -> logits [B, T, V]."""
+        x = self._drop(self._embed(decoder_input_ids, token_table, decoder_input_extra))
+        mask = self.decoder_bias(decoder_input_ids.shape[1], x.dtype)
+        enc_mask = padding_mask(attention_mask, x.dtype)
+        for blk in self.dec_blocks:
+            x = blk(x, mask, self.kernel, enc, enc_mask)
+        return self.lm_head(self._drop(self.dec_norm(x)))
+
+    @staticmethod
+    def shift_right(labels: Tensor) -> Tensor:
+        """T5 decoder inputs: PAD (decoder start) then labels[:-1]; ignored labels (-100) become PAD."""
+        out = labels.new_full(labels.shape, PAD)
+        out[:, 1:] = labels[:, :-1]
+        return out.masked_fill_(out == -100, PAD)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *,
+                input_extra: Tensor | None = None, decoder_extra: Tensor | None = None,
+                token_table: Tensor | None = None) -> RecOutput:
+        """Logits of every label position and the mean cross-entropy (Eq. 4).
+
+        ``decoder_extra`` [B, T, d] is aligned with ``labels`` (entry t belongs to label token t) and is
+        shifted right with them, so it is added to the decoder input that *feeds* token t.
+        """
+        enc = self.encode(input_ids, attention_mask, input_extra=input_extra, token_table=token_table)
+        dec_extra = None
+        if decoder_extra is not None:
+            dec_extra = torch.cat([decoder_extra.new_zeros(decoder_extra[:, :1].shape), decoder_extra[:, :-1]], 1)
+        logits = self.decode(self.shift_right(labels), enc, attention_mask, decoder_input_extra=dec_extra,
+                             token_table=token_table)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        return RecOutput(logits, loss)
+
+    # -- incremental decoder (beam search) ----------------------------------------------------------------
+    def cross_kv(self, enc: Tensor, attention_mask: Tensor) -> CrossKV:
+        """Per decoder layer cross-attention K/V of ``enc`` [B, L, d], computed once per batch of users."""
+        ks, vs = zip(*(blk.cross_attn.cross_kv(enc) for blk in self.dec_blocks))
+        return CrossKV(list(ks), list(vs), padding_mask(attention_mask, enc.dtype))
+
+    def decode_step(self, tokens: Tensor, cross: CrossKV, cache: SelfKV | None, *,
+                    token_table: Tensor | None = None, extra: Tensor | None = None) -> StepOutput:
+        """Feed one token per hypothesis ``tokens`` [N] at position t = cache length; -> logits [N, V].
+
+        Rows are user-major: with B users in ``cross`` each user owns N/B consecutive rows (its beams). The
+        beams of a user form one query block against that user's cross K/V, which is a view, not a copy.
+        """
+        B = cross.keys[0].shape[0]
+        N = tokens.shape[0]
+        if N % B:
+            raise ValueError(f"{N} hypotheses cannot be split evenly over {B} users")
+        nb = N // B
+        t = 0 if cache is None else cache.keys[0].shape[2]
+        x = self._embed(tokens, token_table, extra)  # [N, d]
+        bias = self.dec_bias(t + 1, t + 1)[:, :, t].to(x.dtype)  # [1, H, t+1]: row of query position t
+        new_k, new_v = [], []
+        for i, blk in enumerate(self.dec_blocks):
+            a = blk.self_attn
+            q, k, v = a.qkv(blk.self_norm(x)).unflatten(-1, (3, a.h, a.dk)).unbind(1)  # [N, H, dk] each
+            if cache is not None:
+                k = torch.cat([cache.keys[i], k[:, :, None]], dim=2)
+                v = torch.cat([cache.values[i], v[:, :, None]], dim=2)
+            else:
+                k, v = k[:, :, None], v[:, :, None]
+            new_k.append(k)
+            new_v.append(v)
+            # t + 1 <= n_tokens keys: a broadcast product is cheaper than a batched matmul here
+            w = torch.softmax(((q[:, :, None] * k).sum(-1) + bias).float(), dim=-1).to(x.dtype)  # [N, H, t+1]
+            x = x + a.o((w[..., None] * v).sum(2).flatten(1))
+            c = blk.cross_attn
+            q = c.q(blk.cross_norm(x)).view(B, nb, c.h, c.dk).transpose(1, 2)  # [B, H, nb, dk]
+            o = attend(q, cross.keys[i], cross.values[i], cross.mask, 0.0, self.kernel)
+            x = x + c.o(o.transpose(1, 2).reshape(N, c.h * c.dk))
+            x = blk.feed_forward(x)
+        return StepOutput(self.lm_head(self.dec_norm(x)), SelfKV(new_k, new_v))
+
+    # -- Hugging Face interop -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def load_hf_t5_(self, hf) -> "GenRecModel":
+        """Copy the weights of a ``transformers.T5ForConditionalGeneration`` built with ``hf_t5_config``."""
+        want = hf_t5_config(self.cfg, self.vocab)
+        got = hf.config
+        for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+                     "relative_attention_num_buckets", "relative_attention_max_distance", "feed_forward_proj"):
+            if getattr(got, name) != getattr(want, name):
+                raise ValueError(f"HF T5 config {name}={getattr(got, name)!r} does not match this model's "
+                                 f"{getattr(want, name)!r}")
+        if getattr(got, "scale_decoder_outputs", getattr(got, "tie_word_embeddings", True)):
+            raise ValueError("HF T5 rescales decoder outputs by d_model**-0.5 (tie_word_embeddings=True); build it "
+                             "with hf_t5_config(), which sets tie_word_embeddings=False")
+        self.embed.weight.copy_(hf.shared.weight)
+        self.lm_head.weight.copy_(hf.lm_head.weight)
+
+        def attn(dst: Attention, src) -> None:
+            if dst.cross:
+                dst.q.weight.copy_(src.q.weight)
+                dst.kv.weight.copy_(torch.cat([src.k.weight, src.v.weight], 0))
+            else:
+                dst.qkv.weight.copy_(torch.cat([src.q.weight, src.k.weight, src.v.weight], 0))
+            dst.o.weight.copy_(src.o.weight)
+
+        for stack, blocks, bias, norm in ((hf.encoder, self.enc_blocks, self.enc_bias, self.enc_norm),
+                                          (hf.decoder, self.dec_blocks, self.dec_bias, self.dec_norm)):
+            bias.weight.copy_(stack.block[0].layer[0].SelfAttention.relative_attention_bias.weight)
+            norm.weight.copy_(stack.final_layer_norm.weight)
+            for blk, hb in zip(blocks, stack.block):
+                layers = list(hb.layer)
+                attn(blk.self_attn, layers[0].SelfAttention)
+                blk.self_norm.weight.copy_(layers[0].layer_norm.weight)
+                if len(layers) == 3:
+                    attn(blk.cross_attn, layers[1].EncDecAttention)
+                    blk.cross_norm.weight.copy_(layers[1].layer_norm.weight)
+                ff = layers[-1]
+                blk.ff_norm.weight.copy_(ff.layer_norm.weight)
+                blk.wi.weight.copy_(ff.DenseReluDense.wi.weight)
+                blk.wo.weight.copy_(ff.DenseReluDense.wo.weight)
+        return self
+
+    @classmethod
+    def from_hf_t5(cls, hf, vocab: SIDVocab, **kwargs) -> "GenRecModel":
+        c = hf.config
+        cfg = RecommenderConfig(d_model=c.d_model, n_heads=c.num_heads, d_kv=c.d_kv, d_ff=c.d_ff,
+                                n_encoder_layers=c.num_layers, n_decoder_layers=c.num_decoder_layers,
+                                dropout=c.dropout_rate, rel_buckets=c.relative_attention_num_buckets,
+                                rel_max_distance=c.relative_attention_max_distance)
+        model = cls(cfg, vocab, **kwargs).to(hf.shared.weight.device)
+        return model.load_hf_t5_(hf)
+
+
+def hf_t5_config(cfg: RecommenderConfig, vocab: SIDVocab):
+    """The ``transformers.T5Config`` equivalent to (cfg, vocab) (LETTER/TIGER's T5 setup)."""
+    from transformers import T5Config
+
+    return T5Config(vocab_size=vocab.size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
+                    num_layers=cfg.n_encoder_layers, num_decoder_layers=cfg.n_decoder_layers, num_heads=cfg.n_heads,
+                    relative_attention_num_buckets=cfg.rel_buckets,
+                    relative_attention_max_distance=cfg.rel_max_distance, dropout_rate=cfg.dropout,
+                    feed_forward_proj="relu", tie_word_embeddings=False, decoder_start_token_id=PAD, pad_token_id=PAD,
+                    eos_token_id=1)

@@ -1,0 +1,316 @@
+"""Training loops: Two-Stage (frozen IDs) and joint (STE / DIGER), early stopping, checkpoint-resume.
+
+One loop serves every method. Two-Stage reads a fixed item -> token table; the joint methods ask the
+:class:`~diger_lib.joint.JointTokenizer` for every batch's items at every step, so L_gen + L_vq + L_recon
+(section 4.3) updates the recommender and the tokenizer, with separate learning rates (section 5).
+Every epoch ends with a validation pass (deterministic IDs, trie rebuilt from them), an atomic checkpoint
+of everything needed to continue exactly, and, for joint methods, the SID-dynamics record of section 8.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import metrics as M
+from .checkpoint import atomic_torch_save, fingerprint, load_checkpoint, rng_state, seed_everything, set_rng_state
+from .config import Method, RecommenderConfig, TrainConfig
+from .data import Samples, Split, bucket_batches, make_batch
+from .decoding import SIDTrie, recommend
+from .joint import JointTokenizer
+from .progress import progress_bar
+from .recommender import GenRecModel
+from .vocab import SIDVocab
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]]  # one record per epoch (epoch 0 = before training, joint methods)
+    best_epoch: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    item_ids: np.ndarray  # [N, n_tokens] IDs used at the best checkpoint (deterministic + conflict code)
+    usage: np.ndarray | None  # [m, K] code counts at the best checkpoint (joint methods)
+    wall_seconds: float
+    resumed_from: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: GenRecModel, samples: Samples, item_ids: torch.Tensor, vocab: SIDVocab, cfg: TrainConfig, *,
+             token_table: torch.Tensor | None = None, max_users: int = 0, progress: bool = True) -> dict[str, float]:
+    """Recall/NDCG@5/10 over the full catalogue: trie-constrained beam search over valid IDs (section 5)."""
+    idx = np.arange(len(samples))
+    if max_users and max_users < len(idx):  # fixed subsample (same users every epoch)
+        idx = np.random.default_rng(0).choice(idx, size=max_users, replace=False)
+        idx.sort()
+    item_tokens = vocab.codes_to_tokens(item_ids)
+    batch = make_batch(samples, idx, item_tokens.cpu())
+    dev = next(model.parameters()).device
+    trie = SIDTrie(item_ids.to(dev), vocab)
+    top = recommend(model, batch.input_ids.to(dev), batch.attention_mask.to(dev), trie, beam_size=cfg.beam_size,
+                    topk=cfg.topk, batch_size=cfg.eval_batch_size, progress=progress, token_table=token_table)
+    return M.ranking_metrics(top.cpu().numpy(), samples.target[idx], ks=(5, 10))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------
+class Trainer:
+    """Builds the optimisers and runs epochs with early stopping on validation NDCG@10."""
+
+    def __init__(self, split: Split, cfg: TrainConfig, model_cfg: RecommenderConfig, vocab: SIDVocab, *,
+                 item_ids: torch.Tensor | None = None, joint: JointTokenizer | None = None,
+                 ckpt_dir: Path | str, run_config: dict[str, Any], progress: bool = True,
+                 log: Callable[[str], None] = print):
+        if (joint is None) == (item_ids is None):
+            raise ValueError("give exactly one of item_ids (two-stage) or joint (ste/diger)")
+        self.split, self.cfg, self.vocab, self.progress, self.log = split, cfg, vocab, progress, log
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.model = GenRecModel(model_cfg, vocab).to(self.device)
+        self.joint = joint.to(self.device) if joint is not None else None
+        self.item_ids = item_ids.to(self.device) if item_ids is not None else None
+        rec_params = list(self.model.parameters())
+        if self.joint is not None:
+            rec_params += list(self.joint.proj.parameters())  # the projection is part of the recommender
+            self.tok_opt = torch.optim.AdamW(self.joint.rqvae.parameters(), lr=cfg.tokenizer_lr,
+                                             weight_decay=cfg.weight_decay)
+            self.sigma_opt = (torch.optim.SGD(self.joint.sigma.parameters(), lr=self.joint.assign.sdud_lr)
+                              if self.joint.sigma is not None else None)
+        self.opt = torch.optim.AdamW(rec_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warm = max(cfg.warmup_steps, 1)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
+        self.ckpt_dir = Path(ckpt_dir)
+        self.fingerprint = fingerprint(run_config)
+        self.state: dict[str, Any] = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [],
+                                      "wall": 0.0}
+        self.init_det: torch.Tensor | None = None
+        self.prev_det: torch.Tensor | None = None
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def _payload(self) -> dict[str, Any]:
+        p = {"fingerprint": self.fingerprint, "state": self.state, "model": self.model.state_dict(),
+             "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "rng": rng_state()}
+        if self.joint is not None:
+            p["joint"] = self.joint.state_dict()
+            p["tok_opt"] = self.tok_opt.state_dict()
+            p["gen"] = self.joint.generator.get_state()
+            p["init_det"], p["prev_det"] = self.init_det, self.prev_det
+            if self.sigma_opt is not None:
+                p["sigma_opt"] = self.sigma_opt.state_dict()
+            if self.joint.freq is not None:
+                p["freq"] = self.joint.freq.state_dict()
+        return p
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["opt"])
+        self.sched.load_state_dict(ckpt["sched"])
+        self.state = ckpt["state"]
+        if self.joint is not None:
+            self.joint.load_state_dict(ckpt["joint"])
+            self.tok_opt.load_state_dict(ckpt["tok_opt"])
+            self.joint.generator.set_state(ckpt["gen"])
+            self.init_det, self.prev_det = ckpt["init_det"].to(self.device), ckpt["prev_det"].to(self.device)
+            if self.sigma_opt is not None:
+                self.sigma_opt.load_state_dict(ckpt["sigma_opt"])
+            if self.joint.freq is not None:
+                self.joint.freq.load_state_dict(ckpt["freq"])
+        set_rng_state(ckpt["rng"])
+
+    def try_resume(self) -> int | None:
+        last = self.ckpt_dir / "last.pt"
+        if not last.exists():
+            return None
+        self._restore(load_checkpoint(last, self.fingerprint))
+        self.log(f"resumed from {last} after epoch {self.state['epoch']}")
+        return int(self.state["epoch"])
+
+    # -- one epoch ----------------------------------------------------------------------------------------
+    def current_ids(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(full IDs [N, n_tokens], deterministic m-level codes or None) used for validation now."""
+        if self.joint is None:
+            return self.item_ids, None
+        det = self.joint.refresh_ids()
+        return self.joint.full_ids(det), det
+
+    def _step_inputs(self, batch_idx: np.ndarray, samples: Samples):
+        if self.joint is None:
+            b = make_batch(samples, batch_idx, self.vocab.codes_to_tokens(self.item_ids).cpu())
+            return (b.input_ids.to(self.device), b.attention_mask.to(self.device), b.labels.to(self.device),
+                    None, None, None)
+        hist = torch.from_numpy(samples.history[batch_idx, : int(samples.length[batch_idx].max())]).to(self.device)
+        target = torch.from_numpy(samples.target[batch_idx]).to(self.device)
+        valid = hist >= 0
+        items, inv = torch.unique(torch.cat([hist.clamp(min=0).flatten(), target]), return_inverse=True)
+        sid = self.joint.batch_sid(items, train=True)
+        n_tok, B, L = self.vocab.n_tokens, hist.shape[0], hist.shape[1]
+        h_inv, t_inv = inv[: B * L].view(B, L), inv[B * L:]
+        mask = valid.repeat_interleave(n_tok, dim=1)
+        input_ids = sid.tokens[h_inv].reshape(B, L * n_tok).masked_fill(~mask, 0)
+        input_extra = (sid.extras[h_inv] * valid[..., None, None]).reshape(B, L * n_tok, -1)
+        return input_ids, mask, sid.tokens[t_inv], input_extra, sid.extras[t_inv], sid
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg, samples = self.cfg, self.split.train
+        self.model.train()
+        if self.joint is not None:
+            self.joint.train()
+        batches = bucket_batches(samples.length, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)
+        sums = {"loss": 0.0, "loss_gen": 0.0, "loss_vq": 0.0, "loss_recon": 0.0}
+        agree = total = 0
+        bar = progress_bar(batches, desc=f"epoch {epoch}", disable=not self.progress, unit="batch")
+        for step, idx in enumerate(bar):
+            input_ids, mask, labels, input_extra, decoder_extra, sid = self._step_inputs(idx, samples)
+            out = self.model(input_ids, mask, labels, input_extra=input_extra, decoder_extra=decoder_extra)
+            loss = l_gen = out.loss
+            if sid is not None:  # section 4.3: L_gen + L_vq + L_recon
+                loss = l_gen + sid.out.loss_vq + sid.out.loss_recon
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch}, step {step}; stopped. The last good checkpoint "
+                    f"is kept at {self.ckpt_dir / 'last.pt'} (epoch {self.state['epoch']}). Lower the learning "
+                    f"rate or check the inputs.")
+            self.opt.zero_grad(set_to_none=True)
+            if sid is not None:
+                self.tok_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for g in self.opt.param_groups for p in g["params"]]
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            if sid is not None:
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.joint.rqvae.parameters(), cfg.grad_clip)
+                self.tok_opt.step()
+                if self.sigma_opt is not None:  # Eq. 9: sigma follows L_gen towards its stationary point
+                    self.sigma_opt.zero_grad(set_to_none=True)
+                    self.joint.sigma.loss(l_gen.detach()).backward()
+                    self.sigma_opt.step()
+                    self.joint.sigma.project_()
+                agree += int((sid.codes == sid.det_codes).all(dim=1).sum())
+                total += len(sid.codes)
+                sums["loss_vq"] += float(sid.out.loss_vq)
+                sums["loss_recon"] += float(sid.out.loss_recon)
+            sums["loss"] += float(loss)
+            sums["loss_gen"] += float(l_gen)
+            if self.progress and step % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+        n = max(len(batches), 1)
+        rec = {k: v / n for k, v in sums.items()}
+        if self.joint is not None:
+            rec["agreement"] = agree / max(total, 1)
+        return rec
+
+    def dynamics(self, det: torch.Tensor) -> dict[str, float]:
+        """Section 8 / Appendix A: coverage, effective codes, collisions, drift against the previous epoch
+        and against the initial IDs."""
+        K = self.joint.K
+        use = M.code_usage(det, K)
+        rec: dict[str, float] = {"collision_rate": M.collision_rate(det)}
+        for j in range(det.shape[1]):
+            rec[f"coverage_l{j}"] = float(use.coverage[j])
+            rec[f"effective_l{j}"] = float(use.effective[j])
+        rec["drift_inc"] = M.sid_drift(self.prev_det, det) if self.prev_det is not None else 0.0
+        rec["drift_cum"] = M.sid_drift(self.init_det, det) if self.init_det is not None else 0.0
+        rec["sigma"] = self.joint.sigma.value if self.joint.sigma is not None else float("nan")
+        rec["hot_codes"] = (float(sum(self.joint.freq.hot_counts(self.joint.assign.frqud_r)))
+                            if self.joint.freq is not None else float("nan"))
+        return rec
+
+    def validate(self) -> tuple[dict[str, float], torch.Tensor, torch.Tensor | None]:
+        ids, det = self.current_ids()
+        table = self.joint.token_table(self.model.embed_weight()) if self.joint is not None else None
+        met = evaluate(self.model, self.split.valid, ids, self.vocab, self.cfg, token_table=table,
+                       max_users=self.cfg.max_eval_users, progress=self.progress)
+        return met, ids, det
+
+    def _save_best(self, ids: torch.Tensor, det: torch.Tensor | None) -> None:
+        best = {"fingerprint": self.fingerprint, "model": self.model.state_dict(), "ids": ids.cpu(),
+                "epoch": self.state["epoch"]}
+        if self.joint is not None:
+            best["joint"] = self.joint.state_dict()
+            best["usage"] = M.code_usage(det, self.joint.K).counts
+        atomic_torch_save(best, self.ckpt_dir / "best.pt")
+
+    def fit(self, resume: bool = True) -> TrainResult:
+        cfg, t0 = self.cfg, time.time()
+        resumed = self.try_resume() if resume else None
+        if resumed is None and self.joint is not None:  # epoch-0 record: the pretrained tokenizer's IDs
+            met, ids, det = self.validate()
+            self.init_det = self.prev_det = det.clone()
+            self.joint.set_epoch(0, det)
+            rec = {"epoch": 0, **{f"val_{k}": v for k, v in met.items()}, **self.dynamics(det),
+                   "agreement": float("nan")}
+            rec["val_ndcg10"] = met["N@10"]
+            self.state["history"].append(rec)
+            self.state["best"], self.state["best_epoch"] = met["N@10"], 0
+            self._save_best(ids, det)
+            self.log(_fmt(rec))
+        start = int(self.state["epoch"]) + 1
+        for epoch in range(start, cfg.epochs + 1):
+            if self.state["bad_epochs"] >= cfg.patience:
+                break
+            te = time.time()
+            if self.joint is not None:
+                self.joint.epoch = epoch
+            train_rec = self.train_epoch(epoch)
+            met, ids, det = self.validate()
+            rec = {"epoch": epoch, **train_rec, **{f"val_{k}": v for k, v in met.items()}, "val_ndcg10": met["N@10"]}
+            if det is not None:
+                rec.update(self.dynamics(det))
+                self.prev_det = det.clone()
+                self.joint.set_epoch(epoch, det)
+            rec["seconds"] = time.time() - te
+            self.state["history"].append(rec)
+            self.state["epoch"] = epoch
+            self.state["wall"] += time.time() - te
+            if met["N@10"] > self.state["best"]:
+                self.state.update(best=met["N@10"], best_epoch=epoch, bad_epochs=0)
+                self._save_best(ids, det)
+            else:
+                self.state["bad_epochs"] += 1
+            atomic_torch_save(self._payload(), self.ckpt_dir / "last.pt")
+            self.log(_fmt(rec))
+        return self.finish(resumed, time.time() - t0)
+
+    def finish(self, resumed: int | None, seconds: float) -> TrainResult:
+        best = load_checkpoint(self.ckpt_dir / "best.pt", self.fingerprint) if (self.ckpt_dir / "best.pt").exists() \
+            else None
+        if best is not None:
+            self.model.load_state_dict(best["model"])
+            if self.joint is not None:
+                self.joint.load_state_dict(best["joint"])
+        ids, det = self.current_ids()
+        table = self.joint.token_table(self.model.embed_weight()) if self.joint is not None else None
+        test = evaluate(self.model, self.split.test, ids, self.vocab, self.cfg, token_table=table,
+                        progress=self.progress)
+        hist = self.state["history"]
+        best_rec = next((r for r in hist if r["epoch"] == self.state["best_epoch"]), {})
+        valid = {k[4:]: v for k, v in best_rec.items() if k.startswith("val_") and k != "val_ndcg10"}
+        usage = M.code_usage(det, self.joint.K).counts if det is not None else None
+        return TrainResult(hist, int(self.state["best_epoch"]), valid, test, ids.cpu().numpy(),
+                           None if usage is None else np.asarray(usage), self.state["wall"], resumed)
+
+
+def _fmt(rec: dict[str, Any]) -> str:
+    keys = ["epoch", "loss", "loss_gen", "val_ndcg10", "collision_rate", "drift_inc", "agreement", "sigma", "seconds"]
+    return "  ".join(f"{k}={rec[k]:.4g}" if isinstance(rec.get(k), float) else f"{k}={rec[k]}"
+                     for k in keys if k in rec and not (isinstance(rec[k], float) and math.isnan(rec[k])))
