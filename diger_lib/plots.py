@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 _COVERAGE_RE = re.compile(r"^coverage_l(\d+)$")
-_RQVAE_COLUMNS = ("loss", "recon", "vq", "collision_rate")
+# panel -> accepted column names (rqvae.pretrain_rqvae writes loss_recon / loss_vq)
+_RQVAE_COLUMNS = (("loss",), ("recon", "loss_recon"), ("vq", "loss_vq"), ("collision_rate",))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,7 +99,8 @@ def fig2_ndcg_and_coverage(
     fig = Figure(figsize=(6.0, 5.5), layout="constrained")
     ax_ndcg, ax_cov = fig.subplots(2, 1, sharex=True)
     for lab, run in runs.items():
-        ax_ndcg.plot(run["epoch"], run["val_ndcg10"], marker="o", ms=3, color=colors[lab], label=lab)
+        ok = run["val_ndcg10"].notna()  # epochs without validation are skipped, not drawn as gaps
+        ax_ndcg.plot(run["epoch"][ok], run["val_ndcg10"][ok], marker="o", ms=3, color=colors[lab], label=lab)
         cov = run[cov_cols].to_numpy(dtype=float)  # [epochs, m]
         ax_cov.errorbar(run["epoch"], cov.mean(axis=1), yerr=cov.std(axis=1), marker="o", ms=3,
                         capsize=2, color=colors[lab], label=lab)
@@ -191,20 +193,26 @@ def fig7_code_usage_heatmaps(usage: Mapping[str, Any], vmax: float | None = None
 
 def rqvae_training_curves(records: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figure:
     """RQ-VAE pre-training: total loss, reconstruction loss, VQ loss and collision rate by epoch, one
-    panel each. ``records`` rows need ``epoch`` and ``loss``, ``recon``, ``vq``, ``collision_rate``."""
+    panel each. ``records`` rows (e.g. ``rqvae.pretrain_rqvae``'s history) need ``epoch``, ``loss``,
+    ``recon`` or ``loss_recon``, ``vq`` or ``loss_vq``, and ``collision_rate``."""
     df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
     if df.empty:
         raise ValueError("rqvae_training_curves: no records")
-    _require(df, ["epoch", *_RQVAE_COLUMNS], "rqvae_training_curves")
+    _require(df, ["epoch"], "rqvae_training_curves")
+    columns = []
+    for candidates in _RQVAE_COLUMNS:
+        found = [c for c in candidates if c in df.columns]
+        if not found:
+            raise ValueError(f"rqvae_training_curves: missing column {' or '.join(candidates)}; got {list(df.columns)}")
+        columns.append(found[0])
     df = df.sort_values("epoch")
-    titles = {"loss": "total loss", "recon": "reconstruction loss", "vq": "VQ loss",
-              "collision_rate": "collision rate"}
+    titles = ["total loss", "reconstruction loss", "VQ loss", "collision rate"]
     fig = Figure(figsize=(13.0, 3.2), layout="constrained")
-    axes = fig.subplots(1, len(_RQVAE_COLUMNS), sharex=True)
-    for ax, col in zip(axes, _RQVAE_COLUMNS):
+    axes = fig.subplots(1, len(columns), sharex=True)
+    for ax, col, title in zip(axes, columns, titles):
         ok = df[col].notna()
         ax.plot(df["epoch"][ok], df[col][ok], color="C0")
-        ax.set_title(titles[col])
+        ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

@@ -17,6 +17,7 @@ Step = tuple[str, str, dict]
 # A tiny recommender for smoke tests: 1+1 layers, d_model 32.
 _TINY_MODEL = dict(d_model=32, d_ff=64, n_heads=2, d_kv=16, n_encoder_layers=1, n_decoder_layers=1)
 _TINY_RQ = dict(codebook_size=16, rqvae_epochs=5, hidden_dims="64,32", code_dim=8, kmeans_iters=5)
+_TINY_04 = dict(codebook_size=16)
 
 
 def _smoke() -> list[Step]:
@@ -25,7 +26,7 @@ def _smoke() -> list[Step]:
     return [
         ("01_prepare_data", "", dict(datasets="Tiny", data_root=FIXTURES, compare_paper=False)),
         ("02_encode_item_text", "", dict(d)),
-        ("03_pretrain_rqvae", "", dict(d, **_TINY_RQ)),
+        ("03_pretrain_rqvae", "", dict(dataset="Tiny", **_TINY_RQ)),
         ("04_train_recommender", "two_stage", dict(train, method="two_stage")),
         ("04_train_recommender", "most_popular", dict(train, method="most_popular")),
         ("04_train_recommender", "ste", dict(train, method="ste")),
@@ -47,8 +48,8 @@ def _quick() -> list[Step]:
         ("02_encode_item_text", "", dict(d)),
         ("03_pretrain_rqvae", "", dict(d, rqvae_epochs=100)),
         ("04_train_recommender", "most_popular", dict(d, method="most_popular")),
-        ("04_train_recommender", "two_stage", dict(d, _QUICK_TRAIN, method="two_stage")),
-        ("04_train_recommender", "two_stage_letter", dict(d, _QUICK_TRAIN, method="two_stage", ids="letter")),
+        ("04_train_recommender", "two_stage", dict(d, **_QUICK_TRAIN, method="two_stage")),
+        ("04_train_recommender", "two_stage_letter", dict(d, **_QUICK_TRAIN, method="two_stage", ids="letter")),
         ("06_results_tables", "", dict()),
     ]
 
@@ -62,12 +63,12 @@ def _dynamics() -> list[Step]:
     steps = [
         ("02_encode_item_text", "", dict(d)),
         ("03_pretrain_rqvae", "", dict(d, rqvae_epochs=100)),
-        ("04_train_recommender", "two_stage", dict(d, _DYN_TRAIN, method="two_stage")),
-        ("04_train_recommender", "ste", dict(d, _DYN_TRAIN, method="ste")),
+        ("04_train_recommender", "two_stage", dict(d, **_DYN_TRAIN, method="two_stage")),
+        ("04_train_recommender", "ste", dict(d, **_DYN_TRAIN, method="ste")),
     ]
     for decay in ("none", "sdud", "frqud", "sdud+frqud"):
         steps.append(("04_train_recommender", f"diger_{decay.replace('+', '_')}",
-                      dict(d, _DYN_TRAIN, method="diger", decay=decay)))
+                      dict(d, **_DYN_TRAIN, method="diger", decay=decay)))
     steps += [("05_sid_dynamics_figures", "", dict(main_diger="diger_frqud")), ("06_results_tables", "", dict())]
     return steps
 

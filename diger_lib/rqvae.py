@@ -50,16 +50,10 @@ def _mlp(dims: list[int], dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _sq_norm_mean(a: Tensor, b: Tensor) -> Tensor:
-    return (a - b).pow(2).sum(-1).mean()
-
-
 def _vq_terms(residual: Tensor, e: Tensor, beta: float) -> Tensor:
-    """||sg(r) - e||^2 + beta ||r - sg(e)||^2: squared norms over D, mean over the batch.
-
-    (LETTER's code uses F.mse_loss, i.e. an extra 1/D; this keeps the norm as written in the formula.)
-    """
-    return _sq_norm_mean(e, residual.detach()) + beta * _sq_norm_mean(residual, e.detach())
+    """||sg(r) - e||^2 + beta ||r - sg(e)||^2, averaged over batch and dimensions (F.mse_loss, as in the
+    LETTER/TIGER code), so L_vq stays on the scale of L_recon and small beside L_gen (section 4.3)."""
+    return F.mse_loss(e, residual.detach()) + beta * F.mse_loss(residual, e.detach())
 
 
 class RQVAE(nn.Module):
@@ -262,8 +256,8 @@ def pretrain_rqvae(
         for idx in torch.randperm(x.shape[0], generator=g).split(cfg.batch_size):
             out = model(x[idx.to(x.device)])
             if not torch.isfinite(out.loss):
-                raise FloatingPointError(f"RQ-VAE pretraining: epoch {epoch} loss is {float(out.loss)} "
-                                         f"(recon {float(out.loss_recon)}, vq {float(out.loss_vq)})")
+                raise FloatingPointError(f"RQ-VAE pretraining: epoch {epoch} loss is {out.loss.item()} "
+                                         f"(recon {out.loss_recon.item()}, vq {out.loss_vq.item()})")
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             opt.step()

@@ -27,6 +27,7 @@ from .profiles import ROOT, steps_for
 
 NOTEBOOKS = ROOT / "notebooks"
 RUNS = ROOT / "papermill_runs"
+ARTIFACTS = ROOT / "artifacts"  # checkpoints, embeddings, tokenizers (git-ignored)
 COMMON = ("out_dir", "artifacts_dir", "figures_dir", "runs_dir", "profile")
 
 
@@ -100,15 +101,17 @@ def versions() -> dict[str, str]:
 
 
 def run_step(profile: str, stem: str, variant: str, params: dict[str, Any], *, force: bool,
-             runs_root: Path = RUNS) -> Path:
+             runs_root: Path | None = None, artifacts_root: Path | None = None) -> Path:
     import papermill as pm
 
+    runs_root = Path(runs_root or RUNS)
+    artifacts_root = Path(artifacts_root or ARTIFACTS)
     name = f"{stem}__{variant}" if variant else stem
     final = runs_root / profile / name
     full = dict(params)
     full.setdefault("profile", profile)
     full.setdefault("runs_dir", str(runs_root / profile))
-    full.setdefault("artifacts_dir", str(ROOT / "artifacts" / profile))
+    full.setdefault("artifacts_dir", str(artifacts_root / profile))
     full.setdefault("figures_dir", str(ROOT / "figures") if profile != "smoke" else str(runs_root / profile / "figures"))
     config_view = {k: v for k, v in full.items() if k not in ("out_dir",)}
     old_manifest = final / "manifest.json"

@@ -26,13 +26,8 @@ from .decoding import SIDTrie, recommend
 from .joint import JointTokenizer
 from .progress import progress_bar
 from .recommender import GenRecModel
+from .text_encoding import resolve_device
 from .vocab import SIDVocab
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass
@@ -158,10 +153,14 @@ class Trainer:
         hist = torch.from_numpy(samples.history[batch_idx, : int(samples.length[batch_idx].max())]).to(self.device)
         target = torch.from_numpy(samples.target[batch_idx]).to(self.device)
         valid = hist >= 0
-        items, inv = torch.unique(torch.cat([hist.clamp(min=0).flatten(), target]), return_inverse=True)
-        sid = self.joint.batch_sid(items, train=True)
         n_tok, B, L = self.vocab.n_tokens, hist.shape[0], hist.shape[1]
-        h_inv, t_inv = inv[: B * L].view(B, L), inv[B * L:]
+        flat_valid = valid.flatten()
+        real = hist.flatten()[flat_valid]  # padding is not an item: it is neither tokenised nor counted
+        items, inv = torch.unique(torch.cat([real, target]), return_inverse=True)
+        sid = self.joint.batch_sid(items, train=True)
+        h_inv = torch.zeros(B * L, dtype=torch.long, device=self.device)
+        h_inv[flat_valid] = inv[: len(real)]
+        h_inv, t_inv = h_inv.view(B, L), inv[len(real):]
         mask = valid.repeat_interleave(n_tok, dim=1)
         input_ids = sid.tokens[h_inv].reshape(B, L * n_tok).masked_fill(~mask, 0)
         input_extra = (sid.extras[h_inv] * valid[..., None, None]).reshape(B, L * n_tok, -1)
@@ -207,12 +206,12 @@ class Trainer:
                     self.joint.sigma.project_()
                 agree += int((sid.codes == sid.det_codes).all(dim=1).sum())
                 total += len(sid.codes)
-                sums["loss_vq"] += float(sid.out.loss_vq)
-                sums["loss_recon"] += float(sid.out.loss_recon)
-            sums["loss"] += float(loss)
-            sums["loss_gen"] += float(l_gen)
+                sums["loss_vq"] += sid.out.loss_vq.item()
+                sums["loss_recon"] += sid.out.loss_recon.item()
+            sums["loss"] += loss.item()
+            sums["loss_gen"] += l_gen.item()
             if self.progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{loss.item():.3f}")
         n = max(len(batches), 1)
         rec = {k: v / n for k, v in sums.items()}
         if self.joint is not None:

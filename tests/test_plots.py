@@ -92,8 +92,15 @@ def test_rqvae_training_curves():
     assert len(fig.axes) == 4
     np.testing.assert_allclose(fig.axes[3].get_lines()[0].get_ydata(), [0.3, 0.25, 0.2, 0.15, 0.1])
     assert len(rqvae_training_curves(pd.DataFrame(recs)).axes) == 4
+    # the key names rqvae.pretrain_rqvae writes
+    renamed = [{"epoch": r["epoch"], "loss": r["loss"], "loss_recon": r["recon"], "loss_vq": r["vq"],
+                "collision_rate": r["collision_rate"]} for r in recs]
+    np.testing.assert_allclose(rqvae_training_curves(renamed).axes[1].get_lines()[0].get_ydata(),
+                               [0.5 / (e + 1) for e in range(5)])
     with pytest.raises(ValueError, match="collision_rate"):
         rqvae_training_curves([{"epoch": 0, "loss": 1, "recon": 1, "vq": 1}])
+    with pytest.raises(ValueError, match="vq or loss_vq"):
+        rqvae_training_curves([{"epoch": 0, "loss": 1, "recon": 1, "collision_rate": 0.0}])
 
 
 def test_save_figure_png_pdf(tmp_path):

@@ -1,0 +1,54 @@
+"""A tiny joint-training run used by the resume and determinism tests (also run as a subprocess)."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diger_lib import data as D
+from diger_lib.config import AssignConfig, RecommenderConfig, RQVAEConfig, TrainConfig, to_dict
+from diger_lib.joint import JointTokenizer, assign_config_for
+from diger_lib.rqvae import RQVAE, add_conflict_codes
+from diger_lib.training import Trainer
+from diger_lib.vocab import SIDVocab
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY = RecommenderConfig(d_model=16, n_heads=2, d_kv=8, d_ff=32, n_encoder_layers=1, n_decoder_layers=1)
+
+
+def build(method: str, ckpt_dir, epochs: int = 4, decay: str = "sdud+frqud", lr: float = 2e-3) -> Trainer:
+    torch.manual_seed(0)
+    seqs = D.load_interactions(FIXTURES, "Tiny")
+    split = D.split_leave_one_out(seqs, 20)
+    X = torch.from_numpy(np.random.default_rng(0).normal(size=(split.n_items, 12)).astype("float32"))
+    rq = RQVAE(12, RQVAEConfig(codebook_size=8, n_levels=2, code_dim=4, hidden_dims=(16,)))
+    rq.kmeans_init_(X, iters=5, seed=0)
+    cfg = TrainConfig(method=method, epochs=epochs, patience=10, batch_size=64, lr=lr, beam_size=10, topk=10)
+    run_config = {"method": method, "decay": decay, "lr": lr}  # epochs is an upper bound: raising it resumes
+    if method == "two_stage":
+        ids = add_conflict_codes(rq.deterministic_codes(X), 8)
+        return Trainer(split, cfg, TINY, SIDVocab(3, 8), item_ids=ids, ckpt_dir=ckpt_dir, run_config=run_config,
+                       progress=False, log=lambda s: None)
+    joint = JointTokenizer(rq, assign_config_for(cfg.method, AssignConfig(decay=decay)), X, TINY.d_model, seed=0)
+    joint.refresh_ids()
+    return Trainer(split, cfg, TINY, joint.vocab, joint=joint, ckpt_dir=ckpt_dir, run_config=run_config,
+                   progress=False, log=lambda s: None)
+
+
+def _nan_to_none(v):
+    return None if isinstance(v, float) and v != v else v
+
+
+def summary(result) -> dict:
+    """Everything a run reports except wall-clock times (NaN -> None so equal runs compare equal)."""
+    return {"test": result.test, "best_epoch": result.best_epoch,
+            "history": [{k: _nan_to_none(v) for k, v in r.items() if k != "seconds"} for r in result.history],
+            "ids": result.item_ids.tolist()}
+
+
+if __name__ == "__main__":  # python tests/_tiny_run.py METHOD CKPT_DIR OUT_JSON
+    method, ckpt, out = sys.argv[1:4]
+    torch.set_num_threads(1)
+    res = build(method, ckpt).fit()
+    Path(out).write_text(json.dumps(summary(res), sort_keys=True))

@@ -1,0 +1,84 @@
+"""Training loop: runs end to end, is deterministic, resumes exactly after SIGKILL, fails clearly."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from diger_lib.checkpoint import CheckpointError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny_run import build, summary  # noqa: E402
+
+HERE = Path(__file__).parent
+
+
+@pytest.mark.parametrize("method", ["two_stage", "ste", "diger"])
+def test_each_method_trains_and_reports(method, tmp_path):
+    res = build(method, tmp_path, epochs=2).fit()
+    assert set(res.test) == {"R@5", "R@10", "N@5", "N@10"}
+    assert all(0.0 <= v <= 1.0 for v in res.test.values()) and res.test["R@10"] >= res.test["R@5"]
+    assert (tmp_path / "last.pt").exists() and (tmp_path / "best.pt").exists()
+    assert len({tuple(r) for r in res.item_ids.tolist()}) == len(res.item_ids)  # IDs unique for the trie
+    if method != "two_stage":
+        epochs = [r["epoch"] for r in res.history]
+        assert epochs == [0, 1, 2]
+        for key in ("coverage_l0", "drift_inc", "drift_cum", "collision_rate"):
+            assert all(0.0 <= r[key] <= 1.0 for r in res.history)
+        assert 0.0 <= res.history[-1]["agreement"] <= 1.0
+    if method == "ste":  # no noise: every training-time ID is the deterministic one
+        assert all(r["agreement"] == 1.0 for r in res.history[1:])
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a = summary(build("diger", tmp_path / "a", epochs=2).fit())
+    b = summary(build("diger", tmp_path / "b", epochs=2).fit())
+    assert a == b
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
+    ref = summary(build("diger", tmp_path / "ref").fit())
+    ckpt, out = tmp_path / "killed", tmp_path / "out.json"
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    proc = subprocess.Popen([sys.executable, str(HERE / "_tiny_run.py"), "diger", str(ckpt), str(out)], env=env)
+    deadline = time.time() + 120
+    while not (ckpt / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-training: after at least one checkpoint, before the end
+    proc.wait()
+    assert not out.exists(), "the run finished before it could be killed; make the tiny run longer"
+    saved_epoch = torch.load(ckpt / "last.pt", weights_only=False)["state"]["epoch"]
+    assert 1 <= saved_epoch < 4
+    resumed = build("diger", ckpt).fit()
+    assert resumed.resumed_from == saved_epoch
+    assert summary(resumed) == ref
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    tr = build("two_stage", tmp_path, epochs=3)
+    tr.fit()  # 3 good epochs
+    tr2 = build("two_stage", tmp_path, epochs=5)
+    real = tr2.model.forward
+
+    def poisoned(*a, **k):
+        out = real(*a, **k)
+        return out._replace(loss=out.loss * float("nan"))
+    tr2.model.forward = poisoned
+    with pytest.raises(FloatingPointError, match="loss became nan at epoch 4"):
+        tr2.fit()
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["state"]["epoch"] == 3
+
+
+def test_truncated_or_foreign_checkpoint_is_refused(tmp_path):
+    build("two_stage", tmp_path, epochs=1).fit()
+    with pytest.raises(CheckpointError, match="different configuration"):
+        build("two_stage", tmp_path, epochs=1, lr=1e-2).fit()
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        build("two_stage", tmp_path, epochs=1).fit()
