@@ -62,7 +62,7 @@ class JointTokenizer(nn.Module):
     def refresh_ids(self) -> torch.Tensor:
         """Deterministic (argmax, noise-free) IDs of every item; recomputes the conflict codes."""
         det = self.rqvae.deterministic_codes(self.item_emb)
-        full = add_conflict_codes(det, self.K)
+        full = add_conflict_codes(det, self.K, overflow="share")
         self.conflict.copy_(full[:, -1])
         return det
 

@@ -22,7 +22,7 @@ _TINY_04 = dict(codebook_size=16)
 
 def _smoke() -> list[Step]:
     d = dict(dataset="Tiny", data_root=FIXTURES)
-    train = dict(d, **_TINY_MODEL, codebook_size=16, epochs=2, patience=2, batch_size=64, beam_size=10, topk=10)
+    train = dict(d, **_TINY_MODEL, codebook_size=16, epochs=12, patience=4, batch_size=64, lr=5e-3, beam_size=10, topk=10)
     return [
         ("01_prepare_data", "", dict(datasets="Tiny", data_root=FIXTURES, compare_paper=False)),
         ("02_encode_item_text", "", dict(d)),

@@ -106,19 +106,35 @@ def padding_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor | None:
         ~keep, torch.finfo(dtype).min)[:, None, None, :]
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, kernel: AttentionKernel) -> Tensor:
-    """softmax(q k^T + mask) v with T5's unscaled logits; ``dropout`` on the attention weights."""
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout with a cheaper mask than ``F.dropout`` (which costs ~5x a matmul pass on CPU).
+
+    Each 32-bit draw of the generator yields two 15-bit uniforms (low and high half, top bit cleared), so
+    an element is dropped with probability round(p * 2^15) / 2^15 (0.100006 for p = 0.1) and the survivors
+    are scaled by the exact inverse keep rate. Uses the global torch generator, so ``torch.manual_seed``
+    makes it reproducible.
+    """
+    if not training or p == 0.0:
+        return x
+    n = x.numel()
+    cut = round(p * 32768)
+    r = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_().view(torch.int16)[:n]
+    keep = torch.bitwise_and(r, 0x7FFF) >= cut
+    mask = keep.view(torch.uint8).to(x.dtype).mul_(32768 / (32768 - cut))
+    return x * mask.view(x.shape)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p_drop: float, kernel: AttentionKernel) -> Tensor:
+    """softmax(q k^T + mask) v with T5's unscaled logits; dropout ``p_drop`` on the attention weights."""
     if mask is not None and mask.dtype != q.dtype:
         mask = mask.to(q.dtype)
     if kernel is AttentionKernel.SDPA:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=1.0)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, scale=1.0)
     scores = torch.matmul(q, k.transpose(-1, -2))
     if mask is not None:
         scores = scores + mask
     w = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-    if dropout > 0:
-        w = F.dropout(w, dropout)
-    return torch.matmul(w, v)
+    return torch.matmul(dropout(w, p_drop, p_drop > 0), v)
 
 
 class RMSNorm(nn.Module):
@@ -172,7 +188,7 @@ class Block(nn.Module):
         self.p = cfg.dropout
 
     def drop(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.p, self.training) if self.p > 0 else x
+        return dropout(x, self.p, self.training)
 
     def feed_forward(self, x: Tensor) -> Tensor:
         return x + self.drop(self.wo(self.drop(F.relu(self.wi(self.ff_norm(x))))))
@@ -240,7 +256,7 @@ class GenRecModel(nn.Module):
         return self.embed.weight
 
     def _drop(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.cfg.dropout, self.training) if self.cfg.dropout > 0 else x
+        return dropout(x, self.cfg.dropout, self.training)
 
     def _embed(self, ids: Tensor, token_table: Tensor | None, extra: Tensor | None) -> Tensor:
         x = F.embedding(ids, self.embed.weight if token_table is None else token_table)

@@ -205,14 +205,23 @@ def kmeans(data: Tensor, k: int, iters: int, g: torch.Generator) -> Tensor:
     return centroids
 
 
-def add_conflict_codes(codes: Tensor, K: int) -> Tensor:
-    """Append TIGER's conflict code: items sharing an m-code prefix get 0, 1, 2, ... in item order."""
+def add_conflict_codes(codes: Tensor, K: int, *, overflow: str = "raise") -> Tensor:
+    """Append TIGER's conflict code: items sharing an m-code prefix get 0, 1, 2, ... in item order.
+
+    A prefix shared by more than K items cannot be made unique with one more code in [0, K). ``overflow``
+    says what then happens: ``"raise"`` (ValueError naming the prefix), or ``"share"``: items ranked K-1
+    and later in the group all get code K-1 and share one full ID, which decoding maps back to all of them
+    (section 3's "retrieval step over items sharing the same SID"). Joint training needs "share": a
+    collapsing tokenizer (STE) can put hundreds of items under one prefix.
+    """
+    if overflow not in ("raise", "share"):
+        raise ValueError(f"overflow={overflow!r} must be 'raise' or 'share'")
     if codes.dim() != 2:
         raise ValueError(f"codes must be [N, m], got {tuple(codes.shape)}")
     if codes.shape[0] == 0:
         return codes.new_zeros((0, codes.shape[1] + 1))
     _, inverse, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
-    if int(counts.max()) > K:
+    if int(counts.max()) > K and overflow == "raise":
         g = int(counts.argmax())
         prefix = codes[(inverse == g).nonzero()[0, 0]].tolist()
         raise ValueError(f"prefix {prefix} is shared by {int(counts[g])} items, more than K={K} conflict codes")
@@ -220,7 +229,7 @@ def add_conflict_codes(codes: Tensor, K: int) -> Tensor:
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(inverse)
     rank[order] = torch.arange(codes.shape[0], device=codes.device) - starts[inverse[order]]
-    return torch.cat([codes, rank[:, None].to(codes.dtype)], 1)
+    return torch.cat([codes, rank.clamp(max=K - 1)[:, None].to(codes.dtype)], 1)
 
 
 def collision_rate(codes: Tensor) -> float:

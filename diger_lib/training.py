@@ -57,10 +57,28 @@ def evaluate(model: GenRecModel, samples: Samples, item_ids: torch.Tensor, vocab
     item_tokens = vocab.codes_to_tokens(item_ids)
     batch = make_batch(samples, idx, item_tokens.cpu())
     dev = next(model.parameters()).device
-    trie = SIDTrie(item_ids.to(dev), vocab)
+    uniq, inverse = torch.unique(item_ids, dim=0, return_inverse=True)
+    shared = len(uniq) < len(item_ids)
+    trie = SIDTrie((uniq if shared else item_ids).to(dev), vocab)
     top = recommend(model, batch.input_ids.to(dev), batch.attention_mask.to(dev), trie, beam_size=cfg.beam_size,
-                    topk=cfg.topk, batch_size=cfg.eval_batch_size, progress=progress, token_table=token_table)
-    return M.ranking_metrics(top.cpu().numpy(), samples.target[idx], ks=(5, 10))
+                    topk=cfg.topk, batch_size=cfg.eval_batch_size, progress=progress, token_table=token_table).cpu()
+    if shared:
+        top = expand_shared_ids(top, inverse.cpu(), cfg.topk)
+    return M.ranking_metrics(top.numpy(), samples.target[idx], ks=(5, 10))
+
+
+def expand_shared_ids(top: torch.Tensor, inverse: torch.Tensor, topk: int) -> torch.Tensor:
+    """Map ranked unique IDs [U, k] back to items when several items share an ID (section 3: a retrieval
+    step over items sharing the same SID): each ID contributes all its items, lowest item id first."""
+    order = torch.argsort(inverse, stable=True)
+    counts = torch.bincount(inverse, minlength=int(inverse.max()) + 1)
+    starts = torch.cumsum(counts, 0) - counts
+    members = [order[starts[q]:starts[q] + counts[q]].tolist() for q in range(len(counts))]
+    out = torch.full((len(top), topk), -1, dtype=torch.long)
+    for u, row in enumerate(top.tolist()):
+        items = [i for q in row if q >= 0 for i in members[q]][:topk]
+        out[u, :len(items)] = torch.tensor(items, dtype=torch.long)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -223,7 +241,8 @@ class Trainer:
         and against the initial IDs."""
         K = self.joint.K
         use = M.code_usage(det, K)
-        rec: dict[str, float] = {"collision_rate": M.collision_rate(det)}
+        rec: dict[str, float] = {"collision_rate": M.collision_rate(det),
+                                 "shared_id_rate": M.collision_rate(self.joint.full_ids(det))}
         for j in range(det.shape[1]):
             rec[f"coverage_l{j}"] = float(use.coverage[j])
             rec[f"effective_l{j}"] = float(use.effective[j])

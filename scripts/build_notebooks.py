@@ -330,7 +330,10 @@ if train_cfg.method == Method.MOST_POPULAR:
     valid = M.ranking_metrics(np.tile(top, (len(split.valid), 1)), split.valid.target)
     best_epoch, wall = 0, time.time() - T0
 else:
-    ckpt_dir = nbutils.dataset_artifacts(artifacts_dir, dataset) / "runs" / Path(out_dir).name.strip(".").replace(".partial", "")
+    from diger_lib.checkpoint import fingerprint
+    run_name = Path(out_dir).name.strip(".").replace(".partial", "")
+    ckpt_dir = nbutils.dataset_artifacts(artifacts_dir, dataset) / "runs" / run_name / fingerprint(run_config)  # one folder per config
+    print("checkpoints:", ckpt_dir)
     joint, item_ids = None, None
     if ids == "letter":
         letter = D.load_index_codes(D.dataset_dir(data_root, dataset) / f"{dataset}.index.json", split.n_items)

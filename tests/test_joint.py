@@ -91,3 +91,20 @@ def test_inference_table_equals_per_item_extras(tmp_path):
 def test_ste_config_is_argmax_hard():
     a = assign_config_for(Method.STE, AssignConfig(noise="gumbel", update="soft", decay="frqud"))
     assert (a.noise.value, a.update.value, a.decay.value) == ("none", "hard", "none")
+
+
+def test_shared_ids_expand_to_every_member():
+    from diger_lib.training import expand_shared_ids
+    # items 0..4; items 1 and 3 share unique ID 1, item 4 has ID 2, item 0 ID 0, item 2 ID 3
+    inverse = torch.tensor([0, 1, 3, 1, 2])
+    top = torch.tensor([[1, 2, -1], [3, 0, 1]])
+    out = expand_shared_ids(top, inverse, 3)
+    assert out.tolist() == [[1, 3, 4], [2, 0, 1]]
+
+
+def test_conflict_overflow_shares_instead_of_failing():
+    from diger_lib.rqvae import add_conflict_codes
+    codes = torch.zeros(5, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="shared by 5 items"):
+        add_conflict_codes(codes, 3)
+    assert add_conflict_codes(codes, 3, overflow="share")[:, -1].tolist() == [0, 1, 2, 2, 2]
