@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .assignment import assign_level, neg_sq_dist
 from .config import AssignConfig, RQVAEConfig
@@ -66,6 +66,11 @@ class RQVAE(nn.Module):
         self.encoder = _mlp([in_dim, *hidden, cfg.code_dim], cfg.dropout)
         self.decoder = _mlp([cfg.code_dim, *reversed(hidden), in_dim], cfg.dropout)
         self.codebooks = nn.Parameter(torch.randn(cfg.n_levels, cfg.codebook_size, cfg.code_dim) / math.sqrt(cfg.code_dim))
+        # Per-dimension standardisation of the input embeddings (fit once on the catalogue). Sentence
+        # embeddings are unit-norm, so each dimension varies by ~0.04: unscaled, the reconstruction
+        # gradient is too weak against the VQ terms and the encoder collapses to one point.
+        self.register_buffer("x_mean", torch.zeros(in_dim))
+        self.register_buffer("x_std", torch.ones(in_dim))
 
     @property
     def n_levels(self) -> int:
@@ -75,8 +80,16 @@ class RQVAE(nn.Module):
     def codebook_size(self) -> int:
         return self.codebooks.shape[1]
 
+    @torch.no_grad()
+    def fit_input_norm_(self, x: Tensor) -> None:
+        self.x_mean.copy_(x.mean(0))
+        self.x_std.copy_(x.std(0).clamp(min=1e-6))
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return (x - self.x_mean) / self.x_std
+
     def encode(self, x: Tensor) -> Tensor:
-        return self.encoder(x)
+        return self.encoder(self.normalize(x))
 
     def forward(self, x: Tensor) -> PretrainOut:
         """Pretraining pass: deterministic nearest-code RQ, decoder fed through the straight-through q."""
@@ -92,7 +105,7 @@ class RQVAE(nn.Module):
             q = q + e
             codes.append(c)
         x_hat = self.decoder(z + (q - z).detach())  # straight-through to the encoder
-        loss_recon = F.mse_loss(x_hat, x)
+        loss_recon = F.mse_loss(x_hat, self.normalize(x))
         return PretrainOut(x_hat, torch.stack(codes, 1), loss_recon + loss_vq, loss_recon, loss_vq)
 
     @torch.no_grad()
@@ -254,11 +267,12 @@ def pretrain_rqvae(
     n_bad = int((~torch.isfinite(x)).sum())
     if n_bad:
         raise ValueError(f"x contains {n_bad} non-finite values (NaN/inf); fix the item embeddings first")
+    model.fit_input_norm_(x)
     model.kmeans_init_(x, cfg.kmeans_iters, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(int(seed))
     history: list[dict] = []
-    bar = tqdm(range(1, cfg.epochs + 1), desc="RQ-VAE", disable=not progress, mininterval=1)
+    bar = progress_bar(range(1, cfg.epochs + 1), desc="RQ-VAE", disable=not progress, unit="epoch")
     for epoch in bar:
         model.train()
         sums = {"loss": 0.0, "loss_recon": 0.0, "loss_vq": 0.0}

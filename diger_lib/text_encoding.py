@@ -197,7 +197,7 @@ def encode_texts(
     sentence-transformers recipe of all-MiniLM-L6-v2). Texts are batched by length (fewer pad tokens)
     and returned in input order. Returns float32 [N, H].
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     if isinstance(texts, str):
         raise TypeError("encode_texts expects a list of strings, got a single string")
@@ -218,11 +218,11 @@ def encode_texts(
     out = np.empty((len(texts), hidden), dtype=np.float32) if hidden else None
     chunks = []
     with torch.inference_mode():
-        for start in tqdm(
+        for start in progress_bar(
             range(0, len(texts), batch_size),
             desc=f"encode {_model_label(path)}",
             disable=not progress,
-            mininterval=1,
+            unit="batch",
         ):
             idx = order[start : start + batch_size]
             batch = tokenizer(
