@@ -167,6 +167,7 @@ class TrainConfig:
     topk: int = 10
     eval_batch_size: int = 512
     max_eval_users: int = 0  # 0 = every user; >0 evaluates validation on a fixed subsample
+    samples_per_epoch: int = 0  # 0 = every training sample per epoch; >0 = a fresh seeded subset of this size
     seed: int = 2026
     device: str = "auto"
 
@@ -179,6 +180,8 @@ class TrainConfig:
         _check(self.tokenizer_lr > 0, f"tokenizer_lr={self.tokenizer_lr} must be > 0")
         _check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         _check(self.topk >= 1, f"topk={self.topk} must be >= 1")
+        _check(self.samples_per_epoch >= 0, f"samples_per_epoch={self.samples_per_epoch} must be >= 0")
+        _check(self.max_eval_users >= 0, f"max_eval_users={self.max_eval_users} must be >= 0")
         _check(self.beam_size >= self.topk, f"beam_size={self.beam_size} must be >= topk={self.topk} (a beam cannot return more items than it keeps)")
         _check(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"), f"device={self.device!r} must be auto, cpu, cuda[:N] or mps")
 

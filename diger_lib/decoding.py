@@ -121,13 +121,12 @@ def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mas
                     child = F.pad(child, (0, beam_size - nb * K), value=-1)
                 score, pick = cand.topk(beam_size, dim=1)  # [B, beam] best first
                 node = child.gather(1, pick)
-                parent = (pick // K).clamp(max=nb - 1)
+                parent = (pick // K).clamp_(max=nb - 1)  # [B, beam] index among the user's nb hypotheses
                 tokens = (pick % K + off).flatten()
                 node = node.masked_fill_(score == NEG_INF, -1).flatten()
                 score = score.flatten()
                 if j + 1 < vocab.n_tokens:
-                    rows = (torch.arange(B, device=dev)[:, None] * nb + parent).flatten()
-                    cache = out.cache.reorder(rows)
+                    cache = out.cache.select(parent)
                 nb = beam_size
             score, node = score.view(B, beam_size)[:, :topk], node.view(B, beam_size)[:, :topk]
             return BeamOutput(node.clone(), score.clone())

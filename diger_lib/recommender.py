@@ -32,8 +32,9 @@ class RecOutput(NamedTuple):
 
 
 class AttentionKernel(str, enum.Enum):
+    AUTO = "auto"  # MATMUL while attention dropout is active (training), SDPA otherwise (measured fastest on CPU)
     SDPA = "sdpa"  # torch.nn.functional.scaled_dot_product_attention, additive float mask
-    MATMUL = "matmul"  # two batched matmuls + softmax (faster for training with dropout on 2-core CPUs)
+    MATMUL = "matmul"  # two batched matmuls + softmax + the cheap dropout below (SDPA's CPU dropout is slow)
 
 
 class CrossKV(NamedTuple):
@@ -45,14 +46,23 @@ class CrossKV(NamedTuple):
 
 
 class SelfKV(NamedTuple):
-    """Decoder self-attention cache: keys/values of the tokens fed so far, one row per hypothesis."""
+    """Decoder self-attention cache for beam search, with parent pointers instead of reordered copies.
 
-    keys: list[Tensor]  # per decoder layer [N, H, t, d_kv]
-    values: list[Tensor]
+    Step s stored K/V only for the hypotheses alive at step s; ``ancestors[s]`` says, for each current
+    hypothesis, which of them is its prefix. Selecting beams then only updates the small pointer tensors.
+    """
 
-    def reorder(self, rows: Tensor) -> "SelfKV":
-        """Keep hypotheses ``rows`` [N'] (beam search parent selection)."""
-        return SelfKV([k.index_select(0, rows) for k in self.keys], [v.index_select(0, rows) for v in self.values])
+    keys: list[list[Tensor]]  # [layer][step s] -> [B, H, nb_s, d_kv]
+    values: list[list[Tensor]]
+    ancestors: list[Tensor]  # [step s] -> [B, nb] index into step s's nb_s hypotheses of the same user
+
+    @property
+    def length(self) -> int:
+        return len(self.ancestors)
+
+    def select(self, parent: Tensor) -> "SelfKV":
+        """Continue from hypotheses ``parent`` [B, nb'] (indices into each user's current nb hypotheses)."""
+        return SelfKV(self.keys, self.values, [a.gather(1, parent) for a in self.ancestors])
 
 
 class StepOutput(NamedTuple):
@@ -128,7 +138,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p_drop: float, 
     """softmax(q k^T + mask) v with T5's unscaled logits; dropout ``p_drop`` on the attention weights."""
     if mask is not None and mask.dtype != q.dtype:
         mask = mask.to(q.dtype)
-    if kernel is AttentionKernel.SDPA:
+    if kernel is AttentionKernel.SDPA or (kernel is AttentionKernel.AUTO and p_drop == 0.0):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, scale=1.0)
     scores = torch.matmul(q, k.transpose(-1, -2))
     if mask is not None:
@@ -213,7 +223,7 @@ class Block(nn.Module):
 class GenRecModel(nn.Module):
     """T5 encoder-decoder predicting the next item's semantic ID (Eq. 3), trained with Eq. 4."""
 
-    def __init__(self, cfg: RecommenderConfig, vocab: SIDVocab, *, kernel: AttentionKernel | str = "matmul"):
+    def __init__(self, cfg: RecommenderConfig, vocab: SIDVocab, *, kernel: AttentionKernel | str = "auto"):
         super().__init__()
         self.cfg, self.vocab = cfg, vocab
         self.kernel = AttentionKernel(kernel)
@@ -325,39 +335,44 @@ class GenRecModel(nn.Module):
 
     def decode_step(self, tokens: Tensor, cross: CrossKV, cache: SelfKV | None, *,
                     token_table: Tensor | None = None, extra: Tensor | None = None) -> StepOutput:
-        """Feed one token per hypothesis ``tokens`` [N] at position t = cache length; -> logits [N, V].
+        """Feed one token per hypothesis ``tokens`` [N] at position t = ``cache.length``; -> logits [N, V].
 
-        Rows are user-major: with B users in ``cross`` each user owns N/B consecutive rows (its beams). The
-        beams of a user form one query block against that user's cross K/V, which is a view, not a copy.
+        Rows are user-major: with B users in ``cross`` each user owns nb = N/B consecutive rows (its beams),
+        and ``cache.select`` must have mapped the cache onto exactly these rows. The nb beams of a user form
+        one query block against that user's keys: cross K/V are shared (not copied per beam), and the keys of
+        earlier steps are read through the ancestor pointers as a small score matrix per user and head.
         """
-        B = cross.keys[0].shape[0]
-        N = tokens.shape[0]
+        B, N = cross.keys[0].shape[0], tokens.shape[0]
         if N % B:
             raise ValueError(f"{N} hypotheses cannot be split evenly over {B} users")
-        nb = N // B
-        t = 0 if cache is None else cache.keys[0].shape[2]
+        nb, t = N // B, 0 if cache is None else cache.length
+        if cache is not None and cache.ancestors[0].shape != (B, nb):
+            raise ValueError(f"cache tracks {tuple(cache.ancestors[0].shape)} hypotheses, tokens give {(B, nb)}")
         x = self._embed(tokens, token_table, extra)  # [N, d]
-        bias = self.dec_bias(t + 1, t + 1)[:, :, t].to(x.dtype)  # [1, H, t+1]: row of query position t
-        new_k, new_v = [], []
+        bias = self.dec_bias(t + 1, t + 1)[0, :, t].to(x.dtype)[None, :, None, :]  # [1, H, 1, t+1], query at t
+        here = torch.arange(nb, device=tokens.device).expand(B, nb)
+        ancestors = ([] if cache is None else cache.ancestors) + [here]
+        keys, values = [], []
         for i, blk in enumerate(self.dec_blocks):
             a = blk.self_attn
-            q, k, v = a.qkv(blk.self_norm(x)).unflatten(-1, (3, a.h, a.dk)).unbind(1)  # [N, H, dk] each
-            if cache is not None:
-                k = torch.cat([cache.keys[i], k[:, :, None]], dim=2)
-                v = torch.cat([cache.values[i], v[:, :, None]], dim=2)
-            else:
-                k, v = k[:, :, None], v[:, :, None]
-            new_k.append(k)
-            new_v.append(v)
-            # t + 1 <= n_tokens keys: a broadcast product is cheaper than a batched matmul here
-            w = torch.softmax(((q[:, :, None] * k).sum(-1) + bias).float(), dim=-1).to(x.dtype)  # [N, H, t+1]
-            x = x + a.o((w[..., None] * v).sum(2).flatten(1))
+            q, k, v = a.qkv(blk.self_norm(x)).view(B, nb, 3, a.h, a.dk).permute(2, 0, 3, 1, 4).contiguous()
+            ks = ([] if cache is None else cache.keys[i]) + [k]  # each [B, H, nb_s, dk]
+            vs = ([] if cache is None else cache.values[i]) + [v]
+            keys.append(ks)
+            values.append(vs)
+            # score of hypothesis r against its step-s ancestor: row r of q K_s^T, column ancestors[s][r]
+            pick = [anc[:, None, :, None].expand(B, a.h, nb, 1) for anc in ancestors]
+            scores = torch.cat([torch.matmul(q, k_s.transpose(-1, -2)).gather(-1, p) for k_s, p in zip(ks, pick)], -1)
+            w = torch.softmax((scores + bias).float(), dim=-1).to(x.dtype)  # [B, H, nb, t+1]
+            o = sum(torch.matmul(torch.zeros(B, a.h, nb, v_s.shape[2], dtype=w.dtype, device=w.device)
+                                 .scatter_(-1, p, w[..., s:s + 1]), v_s) for s, (v_s, p) in enumerate(zip(vs, pick)))
+            x = x + a.o(o.transpose(1, 2).reshape(N, a.h * a.dk))
             c = blk.cross_attn
             q = c.q(blk.cross_norm(x)).view(B, nb, c.h, c.dk).transpose(1, 2)  # [B, H, nb, dk]
             o = attend(q, cross.keys[i], cross.values[i], cross.mask, 0.0, self.kernel)
             x = x + c.o(o.transpose(1, 2).reshape(N, c.h * c.dk))
             x = blk.feed_forward(x)
-        return StepOutput(self.lm_head(self.dec_norm(x)), SelfKV(new_k, new_v))
+        return StepOutput(self.lm_head(self.dec_norm(x)), SelfKV(keys, values, ancestors))
 
     # -- Hugging Face interop -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -81,6 +81,16 @@ def expand_shared_ids(top: torch.Tensor, inverse: torch.Tensor, topk: int) -> to
     return out
 
 
+def epoch_batches(samples: Samples, cfg: TrainConfig, epoch: int) -> list[np.ndarray]:
+    """This epoch's batches: all training samples, or a fresh seeded subset of ``samples_per_epoch``
+    (a shorter 'epoch' so IDs are refreshed, validated and checkpointed more often on a slow machine)."""
+    seed = cfg.seed * 1000 + epoch
+    if not cfg.samples_per_epoch or cfg.samples_per_epoch >= len(samples):
+        return bucket_batches(samples.length, cfg.batch_size, shuffle=True, seed=seed)
+    subset = np.sort(np.random.default_rng(seed).choice(len(samples), cfg.samples_per_epoch, replace=False))
+    return [subset[b] for b in bucket_batches(samples.length[subset], cfg.batch_size, shuffle=True, seed=seed)]
+
+
 # ----------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------
@@ -189,7 +199,7 @@ class Trainer:
         self.model.train()
         if self.joint is not None:
             self.joint.train()
-        batches = bucket_batches(samples.length, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)
+        batches = epoch_batches(samples, cfg, epoch)
         sums = {"loss": 0.0, "loss_gen": 0.0, "loss_vq": 0.0, "loss_recon": 0.0}
         agree = total = 0
         bar = progress_bar(batches, desc=f"epoch {epoch}", disable=not self.progress, unit="batch")

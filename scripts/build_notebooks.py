@@ -293,6 +293,7 @@ beam_size: int = 20  # beams of the constrained beam search
 topk: int = 10  # items returned per user
 eval_batch_size: int = 512  # users per decoding batch
 max_eval_users: int = 0  # validation on a fixed subsample of this many users (0 means all); test always uses all
+samples_per_epoch: int = 0  # training samples per epoch (0 means all); a fresh seeded subset each epoch
 seed: int = 2026  # random seed
 device: str = "auto"  # auto | cpu | cuda
 resume: bool = True  # continue from the last checkpoint of this run if there is one
@@ -308,7 +309,7 @@ model_cfg = RecommenderConfig(d_model=d_model, n_heads=n_heads, d_kv=d_kv, d_ff=
                               n_decoder_layers=n_decoder_layers, dropout=dropout)
 train_cfg = TrainConfig(method=method, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, tokenizer_lr=tokenizer_lr,
                         weight_decay=weight_decay, beam_size=beam_size, topk=topk, eval_batch_size=eval_batch_size,
-                        max_eval_users=max_eval_users, seed=seed, device=device)
+                        max_eval_users=max_eval_users, samples_per_epoch=samples_per_epoch, seed=seed, device=device)
 assign_cfg = assign_config_for(train_cfg.method, AssignConfig(noise=noise, update=update, decay=decay, tau=tau, sdud_lambda=sdud_lambda,
                                                               frqud_r=frqud_r, frqud_beta=frqud_beta))
 if ids not in ("ours", "letter"):

@@ -82,3 +82,16 @@ def test_truncated_or_foreign_checkpoint_is_refused(tmp_path):
     (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         build("two_stage", tmp_path, epochs=1).fit()
+
+
+def test_samples_per_epoch_draws_fresh_subsets():
+    import numpy as np
+    from diger_lib import data as D
+    from diger_lib.config import TrainConfig
+    from diger_lib.training import epoch_batches
+    sp = D.split_leave_one_out(D.load_interactions(HERE / "fixtures", "Tiny"), 20)
+    cfg = TrainConfig(samples_per_epoch=300, batch_size=64)
+    e1, e2 = (np.concatenate(epoch_batches(sp.train, cfg, e)) for e in (1, 2))
+    assert len(e1) == len(set(e1.tolist())) == 300 and set(e1.tolist()) != set(e2.tolist())
+    full = np.concatenate(epoch_batches(sp.train, TrainConfig(batch_size=64), 1))
+    assert sorted(full.tolist()) == list(range(len(sp.train)))

@@ -1,0 +1,206 @@
+"""Training-step speed: HF T5ForConditionalGeneration fed LETTER-style vs GenRecModel's fast path.
+
+Both models hold the same paper-size weights (6+6 layers, d_model 128, 4 x 64 heads, d_ff 512, dropout 0.1)
+and train with the same AdamW on the same samples:
+
+* HF, as LETTER/TIGER train it: random batches of 256, every batch padded to its longest history (up to
+  20 items = 80 tokens), fp32, ``model(input_ids=..., attention_mask=..., labels=...)``.
+* ours: the same samples in length-bucketed batches (``diger_lib.data.bucket_batches``: the batches of a
+  full epoch, so nearly no padding), ``GenRecModel`` (fused QKV, cheap dropout, masks only where padded).
+
+Data: Beauty's leave-one-out training prefixes (history = up to 20 previous items, target = next item, IDs
+from LETTER's ``Beauty.index.json``) when ``<data-root>/Beauty`` exists, else synthetic lengths drawn from
+the same distribution shape. Prints samples/s of both and their ratio, peak RSS, and model FLOPs
+utilisation (useful FLOPs: unpadded tokens only) against a float32 matmul peak measured in the same run.
+
+    .venv/bin/python benchmarks/bench_train.py --steps 4 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from diger_lib import data as D  # noqa: E402
+from diger_lib.config import RecommenderConfig  # noqa: E402
+from diger_lib.recommender import GenRecModel, hf_t5_config  # noqa: E402
+from diger_lib.vocab import SIDVocab  # noqa: E402
+
+
+class Bench(NamedTuple):
+    samples: D.Samples  # training (or test) samples
+    item_codes: torch.Tensor  # [N_items, 4] unique codes
+    vocab: SIDVocab
+    source: str
+
+
+def load_bench_data(data_root: str, dataset: str, split: str = "train", seed: int = 0) -> Bench:
+    """Real leave-one-out samples with LETTER's IDs if the dataset is there, else synthetic ones."""
+    vocab = SIDVocab(4, 256)
+    try:
+        seqs = D.load_interactions(data_root, dataset)
+    except D.DataError:
+        seqs = None
+    index = Path(data_root) / dataset / f"{dataset}.index.json"
+    if seqs is not None and index.is_file():
+        sp = D.split_leave_one_out(seqs, max_history=20)
+        codes, _ = D.make_ids_unique(D.load_index_codes(index, sp.n_items), vocab.codebook_size)
+        return Bench(getattr(sp, split), torch.from_numpy(codes), vocab, f"{dataset} ({split}, LETTER IDs)")
+    # synthetic: Beauty-like sequence lengths (geometric-ish, 5 to 50 items), 12,101 items with random IDs
+    rng = np.random.default_rng(seed)
+    n_items = 12101
+    seqs = {u: rng.integers(0, n_items, size=int(min(5 + rng.geometric(0.25), 50))).tolist() for u in range(22363)}
+    sp = D.split_leave_one_out(seqs, max_history=20)
+    codes = np.unique(rng.integers(0, 256, size=(2 * n_items, 4)), axis=0)[:n_items]
+    codes = codes[rng.permutation(len(codes))]
+    return Bench(getattr(sp, split), torch.from_numpy(codes), vocab, f"synthetic ({split}; no {data_root}/{dataset})")
+
+
+def build_models(cfg: RecommenderConfig, vocab: SIDVocab, seed: int = 0):
+    """HF T5 (lm_head untied, as transformers 4 did with tie_word_embeddings=False) and ours, same weights."""
+    from transformers import T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    hf = T5ForConditionalGeneration(hf_t5_config(cfg, vocab))
+    hf.lm_head.weight = torch.nn.Parameter(hf.lm_head.weight.detach().clone())  # transformers 5 always ties
+    return hf, GenRecModel.from_hf_t5(hf, vocab)
+
+
+def forward_macs(cfg: RecommenderConfig, vocab: SIDVocab, lengths: np.ndarray) -> float:
+    """Multiply-accumulates of one forward pass over samples with ``lengths`` real encoder tokens each
+    (projections, attention scores and mixing, feed-forward, lm_head; padding excluded)."""
+    L = lengths.astype(np.float64)
+    n, T, d, inner, ff, V = len(L), vocab.n_tokens, cfg.d_model, cfg.n_heads * cfg.d_kv, cfg.d_ff, vocab.size
+    enc = cfg.n_encoder_layers * (L.sum() * (4 * d * inner + 2 * d * ff) + (L ** 2).sum() * 2 * inner)
+    dec = cfg.n_decoder_layers * (n * T * (6 * d * inner + 2 * d * ff + 2 * T * inner)  # self q,k,v,o + cross q,o
+                                  + L.sum() * 2 * d * inner + T * L.sum() * 2 * inner)  # cross k,v + attention
+    return enc + dec + n * T * d * V
+
+
+def train_flops(cfg: RecommenderConfig, vocab: SIDVocab, lengths: np.ndarray) -> float:
+    """Useful FLOPs of a training step: forward + backward = 3 x forward, 2 FLOPs per MAC."""
+    return 3 * 2 * forward_macs(cfg, vocab, lengths)
+
+
+def matmul_peak(seconds: float = 1.0) -> float:
+    """float32 GFLOP/s of torch.mm on 1024 x 1024 matrices, best of repeated runs for ``seconds``."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    torch.mm(a, b)
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        best = max(best, 4 * 2 * 1024 ** 3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_steps(step, batches) -> tuple[float, list[float]]:
+    times = []
+    for b in batches:
+        t = time.perf_counter()
+        step(b)
+        times.append(time.perf_counter() - t)
+    return sum(times), times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=4, help="timed HF steps of 256 samples (ours: same samples)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--data-root", default=str(ROOT / "data"))
+    ap.add_argument("--dataset", default="Beauty")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-hf", action="store_true", help="time only our model")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()}")
+
+    cfg = RecommenderConfig()
+    bench = load_bench_data(args.data_root, args.dataset, "train", args.seed)
+    samples, vocab = bench.samples, bench.vocab
+    tokens = vocab.codes_to_tokens(bench.item_codes)
+    rng = np.random.default_rng(args.seed)
+    # ours: random batches out of a full epoch's length buckets; HF: the same samples, shuffled
+    epoch = D.bucket_batches(samples.length, args.batch_size, shuffle=True, seed=args.seed)
+    full = [b for b in epoch if len(b) == args.batch_size]
+    ours_idx = [full[i] for i in rng.choice(len(full), size=args.steps, replace=False)]
+    pool = rng.permutation(np.concatenate(ours_idx))
+    hf_idx = [pool[i:i + args.batch_size] for i in range(0, len(pool), args.batch_size)]
+    n = len(pool)
+    enc_tokens = int(samples.length[pool].sum()) * vocab.n_tokens
+    print(f"data: {bench.source}; {len(samples):,} training samples, mean history "
+          f"{samples.length.mean():.2f} items; timing {n} samples ({args.steps} batches of {args.batch_size})")
+    hf_pad = np.mean([samples.length[b].max() * vocab.n_tokens for b in hf_idx])
+    our_pad = np.mean([samples.length[b].max() * vocab.n_tokens for b in ours_idx])
+    print(f"mean encoder length per batch (tokens): HF random batches {hf_pad:.1f}, ours bucketed {our_pad:.1f}, "
+          f"unpadded {enc_tokens / n:.1f}")
+
+    peak = matmul_peak()
+    useful = train_flops(cfg, vocab, samples.length[pool] * vocab.n_tokens)
+    print(f"matmul peak (1024^2 fp32 torch.mm): {peak:.1f} GFLOP/s; useful work {useful / n / 1e6:.0f} MFLOP/sample")
+
+    hf, ours = build_models(cfg, vocab, args.seed)
+    results = {}
+
+    def batch_of(idx):
+        return D.make_batch(samples, idx, tokens)
+
+    # ours first, so the RSS printed after it is ours alone
+    ours.train()
+    opt = torch.optim.AdamW(ours.parameters(), lr=1e-3, weight_decay=0.05)
+
+    def our_step(b):
+        out = ours(b.input_ids, b.attention_mask, b.labels)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+
+    batches = [batch_of(i) for i in ours_idx]
+    our_step(batch_of(full[0]))  # warm-up (allocator, MKL)
+    secs, times = run_steps(our_step, batches)
+    results["ours"] = secs
+    print(f"ours: {n / secs:7.1f} samples/s  ({len(batches) / secs:.3f} steps/s, step times "
+          f"{', '.join(f'{t:.2f}' for t in times)} s)  MFU {useful / secs / 1e9 / peak:.1%}  peak RSS {rss_mb():.0f} MB")
+
+    if not args.skip_hf:
+        hf.train()
+        hopt = torch.optim.AdamW(hf.parameters(), lr=1e-3, weight_decay=0.05)
+
+        def hf_step(b):
+            out = hf(input_ids=b.input_ids, attention_mask=b.attention_mask.long(), labels=b.labels)
+            hopt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            hopt.step()
+
+        batches = [batch_of(i) for i in hf_idx]
+        hf_step(batches[0])  # warm-up
+        secs, times = run_steps(hf_step, batches)
+        results["hf"] = secs
+        print(f"HF:   {n / secs:7.1f} samples/s  ({len(batches) / secs:.3f} steps/s, step times "
+              f"{', '.join(f'{t:.2f}' for t in times)} s)  MFU {useful / secs / 1e9 / peak:.1%}  "
+              f"peak RSS {rss_mb():.0f} MB (process, both models)")
+        print(f"speed-up ours / HF: {results['hf'] / results['ours']:.2f}x")
+    per_epoch = len(samples) / (n / results["ours"])
+    print(f"ours, one epoch of {len(samples):,} samples: ~{per_epoch / 60:.1f} min at this rate")
+    print(f"load average at the end {os.getloadavg()} (other processes on the machine slow every number)")
+
+
+if __name__ == "__main__":
+    main()
