@@ -5,8 +5,9 @@ and train with the same AdamW on the same samples:
 
 * HF, as LETTER/TIGER train it: random batches of 256, every batch padded to its longest history (up to
   20 items = 80 tokens), fp32, ``model(input_ids=..., attention_mask=..., labels=...)``.
-* ours: the same samples in length-bucketed batches (``diger_lib.data.bucket_batches``: the batches of a
-  full epoch, so nearly no padding), ``GenRecModel`` (fused QKV, cheap dropout, masks only where padded).
+* ours: the same samples in length-bucketed batches of 256 (``steps`` batches of a full epoch's
+  ``diger_lib.data.bucket_batches``, evenly spaced over the sorted lengths), ``GenRecModel`` (fused QKV,
+  cheap dropout, attention masks only where something is padded).
 
 Data: Beauty's leave-one-out training prefixes (history = up to 20 previous items, target = next item, IDs
 from LETTER's ``Beauty.index.json``) when ``<data-root>/Beauty`` exists, else synthetic lengths drawn from
@@ -120,13 +121,16 @@ def run_steps(step, batches) -> tuple[float, list[float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=4, help="timed HF steps of 256 samples (ours: same samples)")
+    ap.add_argument("--steps", type=int, default=4,
+                    help="timed HF steps of --batch-size random samples; ours trains on the same samples")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--data-root", default=str(ROOT / "data"))
     ap.add_argument("--dataset", default="Beauty")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-hf", action="store_true", help="time only our model")
+    ap.add_argument("--hf-bucketed", action="store_true",
+                    help="also time HF on our length-bucketed batches (separates batching from the model)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,19 +141,21 @@ def main() -> None:
     samples, vocab = bench.samples, bench.vocab
     tokens = vocab.codes_to_tokens(bench.item_codes)
     rng = np.random.default_rng(args.seed)
-    # ours: random batches out of a full epoch's length buckets; HF: the same samples, shuffled
-    epoch = D.bucket_batches(samples.length, args.batch_size, shuffle=True, seed=args.seed)
-    full = [b for b in epoch if len(b) == args.batch_size]
-    ours_idx = [full[i] for i in rng.choice(len(full), size=args.steps, replace=False)]
+    # ours: `steps` full batches of a real epoch's length buckets, evenly spaced over the sorted lengths so
+    # they represent the epoch; HF: the same samples, shuffled into random batches (LETTER)
+    epoch = [b for b in D.bucket_batches(samples.length, args.batch_size, shuffle=True, seed=args.seed)
+             if len(b) == args.batch_size]
+    epoch.sort(key=lambda b: samples.length[b].mean())
+    ours_idx = [epoch[int((i + 0.5) * len(epoch) / args.steps)] for i in range(args.steps)]
     pool = rng.permutation(np.concatenate(ours_idx))
     hf_idx = [pool[i:i + args.batch_size] for i in range(0, len(pool), args.batch_size)]
     n = len(pool)
     enc_tokens = int(samples.length[pool].sum()) * vocab.n_tokens
     print(f"data: {bench.source}; {len(samples):,} training samples, mean history "
           f"{samples.length.mean():.2f} items; timing {n} samples ({args.steps} batches of {args.batch_size})")
-    hf_pad = np.mean([samples.length[b].max() * vocab.n_tokens for b in hf_idx])
-    our_pad = np.mean([samples.length[b].max() * vocab.n_tokens for b in ours_idx])
-    print(f"mean encoder length per batch (tokens): HF random batches {hf_pad:.1f}, ours bucketed {our_pad:.1f}, "
+    hf_pad = sum(len(b) * samples.length[b].max() for b in hf_idx) * vocab.n_tokens / n
+    our_pad = sum(len(b) * samples.length[b].max() for b in ours_idx) * vocab.n_tokens / n
+    print(f"encoder tokens per sample incl. padding: HF random batches {hf_pad:.1f}, ours bucketed {our_pad:.1f}, "
           f"unpadded {enc_tokens / n:.1f}")
 
     peak = matmul_peak()
@@ -173,11 +179,11 @@ def main() -> None:
         opt.step()
 
     batches = [batch_of(i) for i in ours_idx]
-    our_step(batch_of(full[0]))  # warm-up (allocator, MKL)
+    our_step(batch_of(hf_idx[0]))  # warm-up (allocator, MKL)
     secs, times = run_steps(our_step, batches)
     results["ours"] = secs
-    print(f"ours: {n / secs:7.1f} samples/s  ({len(batches) / secs:.3f} steps/s, step times "
-          f"{', '.join(f'{t:.2f}' for t in times)} s)  MFU {useful / secs / 1e9 / peak:.1%}  peak RSS {rss_mb():.0f} MB")
+    print(f"{'ours:':13s}{n / secs:7.1f} samples/s  ({len(batches)} batches, "
+          f"{n / args.batch_size / secs:.3f} steps/s of {args.batch_size})  MFU {useful / secs / 1e9 / peak:.1%}  peak RSS {rss_mb():.0f} MB")
 
     if not args.skip_hf:
         hf.train()
@@ -189,14 +195,19 @@ def main() -> None:
             out.loss.backward()
             hopt.step()
 
-        batches = [batch_of(i) for i in hf_idx]
-        hf_step(batches[0])  # warm-up
-        secs, times = run_steps(hf_step, batches)
-        results["hf"] = secs
-        print(f"HF:   {n / secs:7.1f} samples/s  ({len(batches) / secs:.3f} steps/s, step times "
-              f"{', '.join(f'{t:.2f}' for t in times)} s)  MFU {useful / secs / 1e9 / peak:.1%}  "
-              f"peak RSS {rss_mb():.0f} MB (process, both models)")
-        print(f"speed-up ours / HF: {results['hf'] / results['ours']:.2f}x")
+        hf_step(batch_of(hf_idx[0]))  # warm-up
+        for name, idx in (("HF", hf_idx), ("HF bucketed", ours_idx)):
+            if name == "HF bucketed" and not args.hf_bucketed:
+                continue
+            secs, times = run_steps(hf_step, [batch_of(i) for i in idx])
+            results[name] = secs
+            print(f"{name + ':':13s}{n / secs:7.1f} samples/s  ({len(idx)} batches, {n / args.batch_size / secs:.3f} "
+                  f"steps/s of {args.batch_size})  MFU {useful / secs / 1e9 / peak:.1%}  "
+                  f"peak RSS {rss_mb():.0f} MB (process, both models)")
+        print(f"speed-up ours / HF (LETTER-style): {results['HF'] / results['ours']:.2f}x")
+        if "HF bucketed" in results:
+            print(f"speed-up ours / HF on the same bucketed batches (the model alone): "
+                  f"{results['HF bucketed'] / results['ours']:.2f}x")
     per_epoch = len(samples) / (n / results["ours"])
     print(f"ours, one epoch of {len(samples):,} samples: ~{per_epoch / 60:.1f} min at this rate")
     print(f"load average at the end {os.getloadavg()} (other processes on the machine slow every number)")

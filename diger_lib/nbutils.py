@@ -48,6 +48,12 @@ def write_metrics(out_dir: Path | str, metrics: dict[str, Any]) -> Path:
     return write_json(Path(out_dir) / "metrics.json", flat)
 
 
+def write_timing(out_dir: Path | str, **timing: Any) -> Path:
+    """Wall times and resume facts go to ``timing.json``, apart from the results, so that metrics.json is
+    identical for identical runs."""
+    return write_json(Path(out_dir) / "timing.json", {k: _plain(v) for k, v in timing.items()})
+
+
 def dataset_artifacts(artifacts_dir: Path | str, dataset: str) -> Path:
     d = Path(artifacts_dir) / dataset
     d.mkdir(parents=True, exist_ok=True)

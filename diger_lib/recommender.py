@@ -6,11 +6,17 @@ Hugging Face ``T5ForConditionalGeneration`` exactly (RMS layer norm, relative po
 first layer of each stack and shared, no 1/sqrt(d) attention scaling, pre-norm residual blocks, ReLU
 feed-forward, dropout where T5 puts it) with an untied, unscaled ``lm_head`` (``tie_word_embeddings=False``),
 so HF weights copied in by :meth:`GenRecModel.load_hf_t5_` give HF's logits; ``tests/test_recommender.py``
-checks that and is the readable reference for this file.
+checks that and is the readable reference for this file. (transformers 5 ties ``lm_head`` to the input
+embedding whatever ``tie_word_embeddings`` says and only drops the rescaling; such a model loads fine, its
+two tables are simply equal.)
 
-Speed (2 CPU cores): Q/K/V are one fused projection, attention masks (position bias + padding) are built
-once per stack and skipped where there is no padding, and the incremental decoder attends the beams of a
-user to that user's cross-attention K/V as one query block (no copies per beam).
+Speed on 2 CPU cores (benchmarks/README.md): Q/K/V are one fused projection; the attention mask (position
+bias + padding) is built once per stack, and the padding part only when something is padded (length-
+bucketed batches have none); dropout draws two masks per 32-bit random number (``F.dropout`` costs ~5x a
+matmul pass on CPU); attention uses SDPA when no dropout is active and two matmuls otherwise (SDPA's CPU
+dropout is slow). The incremental decoder lets the beams of a user query that user's cross-attention K/V
+as one block (shared, not copied per beam) and keeps parent pointers instead of reordering its cache.
+torch.compile was tried and was slower (and compiled for 80 s), so it is not offered.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ from .vocab import PAD, SIDVocab
 
 class RecOutput(NamedTuple):
     logits: Tensor  # [B, T, V]
-    loss: Tensor | None  # mean cross-entropy over label positions (Eq. 4 up to normalisation)
+    loss: Tensor  # mean cross-entropy over label positions (Eq. 4 up to normalisation); -100 labels ignored
 
 
 class AttentionKernel(str, enum.Enum):
@@ -316,7 +322,8 @@ class GenRecModel(nn.Module):
         """Logits of every label position and the mean cross-entropy (Eq. 4).
 
         ``decoder_extra`` [B, T, d] is aligned with ``labels`` (entry t belongs to label token t) and is
-        shifted right with them, so it is added to the decoder input that *feeds* token t.
+        shifted right with them: it is added where token t is fed back as decoder input (position t + 1),
+        so it can only influence the predictions after token t. The decoder start position gets nothing.
         """
         enc = self.encode(input_ids, attention_mask, input_extra=input_extra, token_table=token_table)
         dec_extra = None

@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         metrics = json.loads((out / "metrics.json").read_text())
-        brief = {k: v for k, v in metrics.items() if k in ("R@5", "R@10", "N@5", "N@10", "wall_seconds")}
+        brief = {k: round(v, 4) for k, v in metrics.items() if k in ("R@5", "R@10", "N@5", "N@10")}
+        brief["seconds"] = json.loads((out / "manifest.json").read_text())["wall_seconds"]
         print(f"[{time.strftime('%H:%M:%S')}]   -> {out.relative_to(ROOT)} {brief}", flush=True)
     return 0
 

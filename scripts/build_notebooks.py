@@ -113,8 +113,8 @@ if profile != "smoke" or "Tiny" not in names:
     table1.to_csv(FIG / "table1_datasets.csv", index=False)
     (FIG / "table1_datasets.md").write_text(nbutils.markdown_table(table1))
 metrics["all_match_paper"] = bool(all(r.get("matches_paper", True) for r in rows))
-metrics["wall_seconds"] = time.time() - T0
 nbutils.write_metrics(OUT, metrics)
+nbutils.write_timing(OUT, wall_seconds=time.time() - T0)
 display(Markdown(nbutils.markdown_table(table1)))
 '''),
 ])
@@ -171,7 +171,8 @@ if items is not None and not emb_file:
 '''),
     ("code", '''
 nbutils.write_metrics(OUT, {"dataset": dataset, "n_items": X.shape[0], "dim": X.shape[1], "source": enc.source,
-                            "text_model": not bool(emb_file), "from_cache": enc.from_cache, "wall_seconds": time.time() - T0})
+                            "text_model": not bool(emb_file)})
+nbutils.write_timing(OUT, wall_seconds=time.time() - T0, from_cache=enc.from_cache)
 '''),
 ])
 
@@ -235,11 +236,11 @@ fig = plots.rqvae_training_curves(records)
 plots.save_figure(fig, OUT / f"rqvae_losses_{dataset}")
 m = {"dataset": dataset, "K": cfg.codebook_size, "m": cfg.n_levels, "collision_rate": M.collision_rate(codes),
      "max_conflict_code": int(full[:, -1].max()), "loss": records[-1]["loss"] if records else None,
-     "loss_recon": records[-1]["loss_recon"] if records else None, "loss_vq": records[-1]["loss_vq"] if records else None,
-     "wall_seconds": time.time() - T0}
+     "loss_recon": records[-1]["loss_recon"] if records else None, "loss_vq": records[-1]["loss_vq"] if records else None}
 for j in range(cfg.n_levels):
     m[f"coverage_l{j}"], m[f"entropy_l{j}"], m[f"effective_l{j}"] = usage.coverage[j], usage.entropy[j], usage.effective[j]
 nbutils.write_metrics(OUT, m)
+nbutils.write_timing(OUT, wall_seconds=time.time() - T0)
 print(f"collision rate before the conflict code: {m['collision_rate']:.4f}; largest conflict code: {m['max_conflict_code']}")
 '''),
 ])
@@ -375,11 +376,11 @@ if label is None:
         label += f" noise={noise} update={update}"
 metrics = {"label": label, "dataset": dataset, "method": method, "ids": ids, "decay": decay, "noise": noise, "update": update,
            "K": codebook_size, "m": n_levels, **test, **{f"valid_{k}": v for k, v in valid.items()}, "best_epoch": best_epoch,
-           "epochs_run": 0 if history is None else int(history["epoch"].max()), "train_wall_seconds": wall,
-           "wall_seconds": time.time() - T0, "n_test_users": len(split.test), "n_encoder_layers": n_encoder_layers,
-           "n_decoder_layers": n_decoder_layers, "d_model": d_model, "seed": seed,
-           "resumed_from_epoch": None if result is None else result.resumed_from}
-nbutils.write_metrics(OUT, metrics)
+           "epochs_run": 0 if history is None else int(history["epoch"].max()), "n_test_users": len(split.test),
+           "n_encoder_layers": n_encoder_layers, "n_decoder_layers": n_decoder_layers, "d_model": d_model, "seed": seed}
+nbutils.write_metrics(OUT, metrics)  # results only: same seed and config give the same file
+nbutils.write_timing(OUT, wall_seconds=time.time() - T0, train_wall_seconds=wall,
+                     resumed_from_epoch=None if result is None else result.resumed_from)
 print(json.dumps({k: metrics[k] for k in ("label", "R@5", "R@10", "N@5", "N@10", "best_epoch")}, indent=1))
 '''),
 ])
@@ -423,7 +424,7 @@ f6 = plots.fig6_sid_dynamics(df, labels=[labels[n] for n in names])
 f7 = plots.fig7_code_usage_heatmaps({labels[n]: usage[labels[n]] for n in names if labels[n] in usage})
 saved = plots.save_figure(f2, FIG / "fig2_ndcg_coverage") + plots.save_figure(f6, FIG / "fig6_sid_dynamics") + plots.save_figure(f7, FIG / "fig7_code_usage")
 last = df.sort_values("epoch").groupby("label").tail(1).set_index("label")
-m = {"n_runs": len(names), "figures": len(saved), "wall_seconds": time.time() - T0}
+m = {"n_runs": len(names), "figures": len(saved)}
 for lab, row in last.iterrows():
     key = lab.replace(" ", "_")
     cov = [row[c] for c in row.index if c.startswith("coverage_l")]
@@ -451,9 +452,10 @@ for d in sorted(Path(runs_dir).glob("04_train_recommender*")):
         continue
     m = json.loads((d / "metrics.json").read_text())
     man = json.loads((d / "manifest.json").read_text()) if (d / "manifest.json").is_file() else {}
+    tim = json.loads((d / "timing.json").read_text()) if (d / "timing.json").is_file() else {}
     rows.append({"run": d.name.replace("04_train_recommender__", ""), "dataset": m["dataset"], "label": m["label"],
                  "R@5": m["R@5"], "R@10": m["R@10"], "N@5": m["N@5"], "N@10": m["N@10"], "best_epoch": m.get("best_epoch"),
-                 "layers": f'{m.get("n_encoder_layers")}+{m.get("n_decoder_layers")}', "train_min": round(m.get("train_wall_seconds", 0) / 60, 1),
+                 "layers": f'{m.get("n_encoder_layers")}+{m.get("n_decoder_layers")}', "train_min": round((tim.get("train_wall_seconds") or 0) / 60, 1),
                  "commit": man.get("commit", "")[:12]})
 ours = pd.DataFrame(rows)
 paper = nbutils.paper_tables()["diger"]["table2_differentiable_vs_two_stage"]
@@ -472,7 +474,7 @@ name = f"results_{profile}"
 if len(ours):
     ours.to_csv(FIG / f"{name}.csv", index=False)
     (FIG / f"{name}.md").write_text(nbutils.markdown_table(ours))
-nbutils.write_metrics(OUT, {"n_runs": len(ours), "wall_seconds": time.time() - T0})
+nbutils.write_metrics(OUT, {"n_runs": len(ours)})
 display(Markdown(nbutils.markdown_table(ours) if len(ours) else "no runs yet"))
 '''),
 ])

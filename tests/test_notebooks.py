@@ -1,6 +1,7 @@
 """Notebooks: committed stripped and in sync with their builder; the runner validates parameters before
 running; the smoke profile runs every notebook end to end on the tiny fixture and writes real metrics."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,13 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert (runs / "figures" / "results_smoke.csv").is_file()
     hist = (runs / "04_train_recommender__diger_sdud_frqud" / "history.csv").read_text().splitlines()
     assert hist[0].count("sigma") == 1 and len(hist) == 1 + 3  # epochs 0, 1, 2
+    # Same seed, same config: an independent rerun (fresh checkpoints) writes an identical metrics.json.
+    stem, variant, params = next(s for s in steps_for("smoke") if s[1] == "two_stage")
+    first = (runs / f"{stem}__{variant}" / "metrics.json").read_text()
+    shutil.copytree(tmp_path / "artifacts", tmp_path / "artifacts2", ignore=shutil.ignore_patterns("runs"))
+    again = runner.run_step("smoke", stem, variant, params, force=False, runs_root=tmp_path / "again",
+                            artifacts_root=tmp_path / "artifacts2")
+    assert (again / "metrics.json").read_text() == first
     # A finished run is not replaced by a different configuration without --force.
     step = [("03_pretrain_rqvae", "", {"dataset": "Tiny", "codebook_size": 16, "rqvae_epochs": 1,
                                         "hidden_dims": "64,32", "code_dim": 8, "kmeans_iters": 5})]

@@ -1,0 +1,124 @@
+"""Decoding speed: HF ``generate`` with a Python prefix trie vs our batched, KV-cached, tensor-trie beam search.
+
+Same paper-size weights in both (random init; ranking agreement does not need a trained model). Users are
+Beauty's test users (history = the last 20 items before the held-out one, LETTER's IDs made unique) when
+``<data-root>/Beauty`` exists, else synthetic ones.
+
+1. HF ``T5ForConditionalGeneration.generate(num_beams=20, num_return_sequences=10, max_new_tokens=4,
+   prefix_allowed_tokens_fn=<dict trie>)`` on ``--hf-users`` users (LETTER's evaluation) vs
+   ``constrained_beam_search`` on the same users: users/s, ratio, share of users with identical top-10.
+2. ours alone through ``recommend`` (chunks of 512, sorted by length) on ``--users`` users, extrapolated to
+   all test users; ``--all`` decodes every one of them.
+
+    .venv/bin/python benchmarks/bench_decode.py --hf-users 64 --users 2048 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import ROOT, build_models, load_bench_data, rss_mb  # noqa: E402
+
+from diger_lib import data as D  # noqa: E402
+from diger_lib.config import RecommenderConfig  # noqa: E402
+from diger_lib.decoding import SIDTrie, constrained_beam_search, recommend  # noqa: E402
+
+
+def hf_prefix_fn(tokens: torch.Tensor):
+    """prefix_allowed_tokens_fn over item token IDs [N, n_tokens]: a dict from each prefix to its next tokens."""
+    allowed: dict[tuple, list[int]] = {}
+    for row in tokens.tolist():
+        for j in range(len(row)):
+            allowed.setdefault(tuple(row[:j]), []).append(row[j])
+    allowed = {k: sorted(set(v)) for k, v in allowed.items()}
+
+    def fn(batch_id: int, sent: torch.Tensor) -> list[int]:
+        return allowed.get(tuple(sent[1:].tolist()), [])  # sent[0] is the decoder start (PAD)
+
+    return fn
+
+
+def hf_recommend(hf, input_ids, attention_mask, tokens, *, beam_size, topk, batch_size) -> torch.Tensor:
+    fn = hf_prefix_fn(tokens)
+    item_of = {tuple(r): i for i, r in enumerate(tokens.tolist())}
+    n_tok = tokens.shape[1]
+    out = []
+    hf.eval()
+    with torch.no_grad():
+        for s in range(0, len(input_ids), batch_size):
+            ids, mask = input_ids[s:s + batch_size], attention_mask[s:s + batch_size]
+            seq = hf.generate(input_ids=ids, attention_mask=mask.long(), num_beams=beam_size,
+                              num_return_sequences=topk, max_new_tokens=n_tok, prefix_allowed_tokens_fn=fn,
+                              do_sample=False, early_stopping=True)
+            items = [item_of.get(tuple(r[1:1 + n_tok]), -1) for r in seq.tolist()]
+            out.append(torch.tensor(items).view(len(ids), topk))
+    return torch.cat(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hf-users", type=int, default=64, help="users decoded by both HF and ours (0 = skip HF)")
+    ap.add_argument("--hf-batch", type=int, default=16, help="users per HF generate call")
+    ap.add_argument("--users", type=int, default=2048, help="users decoded by ours alone")
+    ap.add_argument("--all", action="store_true", help="decode every test user with ours")
+    ap.add_argument("--batch-size", type=int, default=512, help="users per beam search call (ours)")
+    ap.add_argument("--beam-size", type=int, default=20)
+    ap.add_argument("--topk", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--data-root", default=str(ROOT / "data"))
+    ap.add_argument("--dataset", default="Beauty")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()}")
+
+    bench = load_bench_data(args.data_root, args.dataset, "test", args.seed)
+    samples, vocab = bench.samples, bench.vocab
+    tokens = vocab.codes_to_tokens(bench.item_codes)
+    trie = SIDTrie(bench.item_codes, vocab)
+    U = len(samples)
+    print(f"data: {bench.source}; {U:,} users, mean history {samples.length.mean():.2f} items, "
+          f"{len(tokens):,} items; beams {args.beam_size}, top-{args.topk}")
+    hf, ours = build_models(RecommenderConfig(), vocab, args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    if args.hf_users:
+        idx = np.sort(rng.choice(U, size=min(args.hf_users, U), replace=False))
+        b = D.make_batch(samples, idx, tokens)
+        t = time.perf_counter()
+        ref = hf_recommend(hf, b.input_ids, b.attention_mask, tokens, beam_size=args.beam_size, topk=args.topk,
+                           batch_size=args.hf_batch)
+        t_hf = time.perf_counter() - t
+        t = time.perf_counter()
+        got = constrained_beam_search(ours, b.input_ids, b.attention_mask, trie, beam_size=args.beam_size,
+                                      topk=args.topk).items
+        t_ours = time.perf_counter() - t
+        same = (got == ref).all(1).float().mean().item()
+        overlap = np.mean([len(set(a) & set(r)) / args.topk for a, r in zip(got.tolist(), ref.tolist())])
+        print(f"HF generate:   {len(idx) / t_hf:8.1f} users/s ({len(idx)} users, batches of {args.hf_batch})")
+        print(f"ours (1 call): {len(idx) / t_ours:8.1f} users/s  -> {t_hf / t_ours:.1f}x")
+        print(f"identical top-{args.topk} lists: {same:.1%} of users; mean overlap {overlap:.1%}")
+
+    n = U if args.all else min(args.users, U)
+    idx = np.arange(U) if args.all else np.sort(rng.choice(U, size=n, replace=False))
+    b = D.make_batch(samples, idx, tokens)
+    t = time.perf_counter()
+    top = recommend(ours, b.input_ids, b.attention_mask, trie, beam_size=args.beam_size, topk=args.topk,
+                    batch_size=args.batch_size, progress=False)
+    secs = time.perf_counter() - t
+    assert ((top >= 0) & (top < len(tokens))).all(), "beam search returned an id outside the catalogue"
+    print(f"ours recommend: {n / secs:8.1f} users/s on {n:,} users ({secs:.1f} s); all {U:,} users: "
+          f"{'measured' if args.all else 'estimated'} {U / (n / secs):.0f} s; peak RSS {rss_mb():.0f} MB")
+    print(f"load average at the end {os.getloadavg()} (other processes on the machine slow every number)")
+
+
+if __name__ == "__main__":
+    main()
