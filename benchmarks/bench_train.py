@@ -155,8 +155,10 @@ def main() -> None:
           f"{samples.length.mean():.2f} items; timing {n} samples ({args.steps} batches of {args.batch_size})")
     hf_pad = sum(len(b) * samples.length[b].max() for b in hf_idx) * vocab.n_tokens / n
     our_pad = sum(len(b) * samples.length[b].max() for b in ours_idx) * vocab.n_tokens / n
-    print(f"encoder tokens per sample incl. padding: HF random batches {hf_pad:.1f}, ours bucketed {our_pad:.1f}, "
-          f"unpadded {enc_tokens / n:.1f}")
+    epoch_pad = np.mean([samples.length[rng.choice(len(samples), args.batch_size, replace=False)].max()
+                         for _ in range(50)]) * vocab.n_tokens
+    print(f"encoder tokens per sample incl. padding: HF random batches {hf_pad:.1f} (random batches of the whole "
+          f"epoch: {epoch_pad:.1f}), ours bucketed {our_pad:.1f}, unpadded {enc_tokens / n:.1f}")
 
     peak = matmul_peak()
     useful = train_flops(cfg, vocab, samples.length[pool] * vocab.n_tokens)

@@ -129,7 +129,8 @@ def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mas
                     cache = out.cache.select(parent)
                 nb = beam_size
             score, node = score.view(B, beam_size)[:, :topk], node.view(B, beam_size)[:, :topk]
-            return BeamOutput(node.clone(), score.clone())
+        # cloned outside inference mode: callers get ordinary tensors they may modify in place
+        return BeamOutput(node.clone(), score.clone())
     finally:
         _restore_mode(model, was_training)
 

@@ -149,6 +149,7 @@ def test_search_restores_training_mode_and_builds_no_graph():
     b = constrained_beam_search(model, ids, mask, trie, beam_size=6, topk=4)
     assert torch.equal(a.items, b.items)  # dropout was off during the search
     assert not a.scores.requires_grad
+    a.items[0, 0] = -1  # ordinary tensors, not inference-mode ones (those refuse in-place updates)
 
 
 def test_recommend_chunks_and_restores_user_order():
