@@ -68,12 +68,11 @@ def load_bench_data(data_root: str, dataset: str, split: str = "train", seed: in
 
 
 def build_models(cfg: RecommenderConfig, vocab: SIDVocab, seed: int = 0):
-    """HF T5 (lm_head untied, as transformers 4 did with tie_word_embeddings=False) and ours, same weights."""
+    """HF T5 and ours with the same weights (T5's default tied output layer, as LETTER's TIGER uses)."""
     from transformers import T5ForConditionalGeneration
 
     torch.manual_seed(seed)
     hf = T5ForConditionalGeneration(hf_t5_config(cfg, vocab))
-    hf.lm_head.weight = torch.nn.Parameter(hf.lm_head.weight.detach().clone())  # transformers 5 always ties
     return hf, GenRecModel.from_hf_t5(hf, vocab)
 
 

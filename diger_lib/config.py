@@ -116,6 +116,7 @@ class RecommenderConfig:
     dropout: float = 0.1
     rel_buckets: int = 32  # T5 relative-position buckets
     rel_max_distance: int = 128
+    tie_embeddings: bool = True  # T5's default (LETTER's TIGER): output layer = input table, logits * d**-0.5
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_kv", "d_ff", "n_encoder_layers", "n_decoder_layers", "rel_buckets"):

@@ -242,6 +242,8 @@ class GenRecModel(nn.Module):
         self.dec_blocks = nn.ModuleList(Block(cfg, decoder=True) for _ in range(cfg.n_decoder_layers))
         self.dec_norm = RMSNorm(d)
         self.lm_head = nn.Linear(d, V, bias=False)
+        if cfg.tie_embeddings:  # T5 default: the output layer is the input table, outputs rescaled by d**-0.5
+            self.lm_head.weight = self.embed.weight
         self.reset_parameters()
 
     @torch.no_grad()
@@ -249,7 +251,8 @@ class GenRecModel(nn.Module):
         """HF T5's initialisation (initializer_factor 1.0)."""
         d, dk, h, dff = self.cfg.d_model, self.cfg.d_kv, self.cfg.n_heads, self.cfg.d_ff
         nn.init.normal_(self.embed.weight, std=1.0)
-        nn.init.normal_(self.lm_head.weight, std=1.0)
+        if not self.cfg.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=1.0)
         for bias in (self.enc_bias, self.dec_bias):
             nn.init.normal_(bias.weight, std=d ** -0.5)
         for m in self.modules():
@@ -307,7 +310,11 @@ class GenRecModel(nn.Module):
         enc_mask = padding_mask(attention_mask, x.dtype)
         for blk in self.dec_blocks:
             x = blk(x, mask, self.kernel, enc, enc_mask)
-        return self.lm_head(self._drop(self.dec_norm(x)))
+        return self.output(self._drop(self.dec_norm(x)))
+
+    def output(self, h: Tensor) -> Tensor:
+        """Final decoder states -> vocabulary logits (T5 rescales by d**-0.5 when the table is tied)."""
+        return self.lm_head(h * self.cfg.d_model ** -0.5 if self.cfg.tie_embeddings else h)
 
     @staticmethod
     def shift_right(labels: Tensor) -> Tensor:
@@ -379,7 +386,7 @@ class GenRecModel(nn.Module):
             o = attend(q, cross.keys[i], cross.values[i], cross.mask, 0.0, self.kernel)
             x = x + c.o(o.transpose(1, 2).reshape(N, c.h * c.dk))
             x = blk.feed_forward(x)
-        return StepOutput(self.lm_head(self.dec_norm(x)), SelfKV(keys, values, ancestors))
+        return StepOutput(self.output(self.dec_norm(x)), SelfKV(keys, values, ancestors))
 
     # -- Hugging Face interop -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -392,11 +399,16 @@ class GenRecModel(nn.Module):
             if getattr(got, name) != getattr(want, name):
                 raise ValueError(f"HF T5 config {name}={getattr(got, name)!r} does not match this model's "
                                  f"{getattr(want, name)!r}")
-        if getattr(got, "scale_decoder_outputs", getattr(got, "tie_word_embeddings", True)):
-            raise ValueError("HF T5 rescales decoder outputs by d_model**-0.5 (tie_word_embeddings=True); build it "
-                             "with hf_t5_config(), which sets tie_word_embeddings=False")
+        scaled = bool(getattr(got, "scale_decoder_outputs", getattr(got, "tie_word_embeddings", True)))
+        if scaled != self.cfg.tie_embeddings:
+            raise ValueError(f"HF T5 {'rescales' if scaled else 'does not rescale'} decoder outputs by d_model**-0.5 "
+                             f"but this model has tie_embeddings={self.cfg.tie_embeddings}; build it with hf_t5_config()")
         self.embed.weight.copy_(hf.shared.weight)
-        self.lm_head.weight.copy_(hf.lm_head.weight)
+        if self.cfg.tie_embeddings:
+            if not torch.equal(hf.lm_head.weight, hf.shared.weight):
+                raise ValueError("this model ties lm_head to the input table, the HF model's lm_head differs")
+        else:
+            self.lm_head.weight.copy_(hf.lm_head.weight)
 
         def attn(dst: Attention, src) -> None:
             if dst.cross:
@@ -429,7 +441,8 @@ class GenRecModel(nn.Module):
         cfg = RecommenderConfig(d_model=c.d_model, n_heads=c.num_heads, d_kv=c.d_kv, d_ff=c.d_ff,
                                 n_encoder_layers=c.num_layers, n_decoder_layers=c.num_decoder_layers,
                                 dropout=c.dropout_rate, rel_buckets=c.relative_attention_num_buckets,
-                                rel_max_distance=c.relative_attention_max_distance)
+                                rel_max_distance=c.relative_attention_max_distance,
+                                tie_embeddings=bool(getattr(c, "scale_decoder_outputs", c.tie_word_embeddings)))
         model = cls(cfg, vocab, **kwargs).to(hf.shared.weight.device)
         return model.load_hf_t5_(hf)
 
@@ -442,5 +455,5 @@ def hf_t5_config(cfg: RecommenderConfig, vocab: SIDVocab):
                     num_layers=cfg.n_encoder_layers, num_decoder_layers=cfg.n_decoder_layers, num_heads=cfg.n_heads,
                     relative_attention_num_buckets=cfg.rel_buckets,
                     relative_attention_max_distance=cfg.rel_max_distance, dropout_rate=cfg.dropout,
-                    feed_forward_proj="relu", tie_word_embeddings=False, decoder_start_token_id=PAD, pad_token_id=PAD,
+                    feed_forward_proj="relu", tie_word_embeddings=cfg.tie_embeddings, decoder_start_token_id=PAD, pad_token_id=PAD,
                     eos_token_id=1)

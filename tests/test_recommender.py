@@ -2,6 +2,8 @@
 equals teacher forcing, the cheap dropout drops at rate p."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -12,7 +14,8 @@ from diger_lib.vocab import SIDVocab
 transformers = pytest.importorskip("transformers")
 
 SMALL = RecommenderConfig(d_model=32, n_heads=4, d_kv=8, d_ff=64, n_encoder_layers=2, n_decoder_layers=2,
-                          rel_buckets=8, rel_max_distance=16)
+                          rel_buckets=8, rel_max_distance=16, tie_embeddings=False)
+SMALL_TIED = dataclasses.replace(SMALL, tie_embeddings=True)
 VOCAB = SIDVocab(n_tokens=4, codebook_size=8)
 
 
@@ -29,9 +32,10 @@ def batch(vocab: SIDVocab, B: int = 5, L: int = 24, seed: int = 0):
 def hf_pair(cfg: RecommenderConfig, vocab: SIDVocab, kernel: str = "auto", seed: int = 0):
     torch.manual_seed(seed)
     hf = transformers.T5ForConditionalGeneration(hf_t5_config(cfg, vocab)).eval()
-    # transformers 5 ties lm_head to the shared embedding whatever tie_word_embeddings says; untie it with
-    # different values so a model that used the input embedding as output layer would fail this test
-    hf.lm_head.weight = torch.nn.Parameter(torch.randn_like(hf.lm_head.weight))
+    if not cfg.tie_embeddings:
+        # transformers 5 ties lm_head to the shared embedding whatever tie_word_embeddings says; untie it with
+        # different values so a model that used the input embedding as output layer would fail this test
+        hf.lm_head.weight = torch.nn.Parameter(torch.randn_like(hf.lm_head.weight))
     with torch.no_grad():  # non-trivial norms and position biases
         for name, p in hf.named_parameters():
             if "layer_norm" in name:
@@ -55,8 +59,21 @@ def test_matches_hf_t5_logits_and_loss(kernel):
         torch.testing.assert_close(model.encode(ids, mask), enc_ref, atol=1e-5, rtol=1e-5)
 
 
+def test_tied_output_matches_hf_t5_default():
+    """T5's default (and LETTER's TIGER): lm_head is the input table and decoder outputs are scaled by d**-0.5."""
+    hf, model = hf_pair(SMALL_TIED, VOCAB)
+    assert model.lm_head.weight is model.embed.weight
+    ids, mask, labels = batch(VOCAB)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask.long(), labels=labels)
+        out = model(ids, mask, labels)
+    torch.testing.assert_close(out.logits, ref.logits, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="rescale"):
+        GenRecModel(SMALL, VOCAB).load_hf_t5_(hf)
+
+
 def test_matches_hf_t5_at_paper_size():
-    cfg = RecommenderConfig()  # 6+6 layers, d_model 128, 4 x 64 heads, d_ff 512
+    cfg = RecommenderConfig()  # 6+6 layers, d_model 128, 4 x 64 heads, d_ff 512, tied as T5
     vocab = SIDVocab(4, 256)
     hf, model = hf_pair(cfg, vocab)
     ids, mask, labels = batch(vocab, B=3, L=80, seed=1)
