@@ -38,7 +38,9 @@ def _smoke() -> list[Step]:
 
 # The main job: real Beauty, sized for a laptop CPU. Smaller recommender (2+2 layers) and few epochs.
 _QUICK_MODEL = dict(n_encoder_layers=2, n_decoder_layers=2)
-_QUICK_TRAIN = dict(_QUICK_MODEL, epochs=6, patience=2, max_eval_users=2000, batch_size=256, lr=2e-3)
+_QUICK_TRAIN = dict(_QUICK_MODEL, epochs=4, patience=2, samples_per_epoch=65536, max_eval_users=2000, batch_size=256,
+                    lr=2e-3)
+_QUICK_RQ = dict(rqvae_epochs=60, kmeans_iters=20)
 
 
 def _quick() -> list[Step]:
@@ -46,7 +48,7 @@ def _quick() -> list[Step]:
     return [
         ("01_prepare_data", "", dict()),
         ("02_encode_item_text", "", dict(d)),
-        ("03_pretrain_rqvae", "", dict(d, rqvae_epochs=100)),
+        ("03_pretrain_rqvae", "", dict(d, **_QUICK_RQ)),
         ("04_train_recommender", "most_popular", dict(d, method="most_popular")),
         ("04_train_recommender", "two_stage", dict(d, **_QUICK_TRAIN, method="two_stage")),
         ("04_train_recommender", "two_stage_letter", dict(d, **_QUICK_TRAIN, method="two_stage", ids="letter")),
@@ -55,14 +57,14 @@ def _quick() -> list[Step]:
 
 
 # SID dynamics on Beauty (issue: DIGER): every joint method, short runs sized for this CPU.
-_DYN_TRAIN = dict(_QUICK_TRAIN, epochs=5, patience=5)
+_DYN_TRAIN = dict(_QUICK_TRAIN, epochs=5, patience=5, samples_per_epoch=32768, max_eval_users=1500)
 
 
 def _dynamics() -> list[Step]:
     d = dict(dataset="Beauty")
     steps = [
         ("02_encode_item_text", "", dict(d)),
-        ("03_pretrain_rqvae", "", dict(d, rqvae_epochs=100)),
+        ("03_pretrain_rqvae", "", dict(d, **_QUICK_RQ)),
         ("04_train_recommender", "two_stage", dict(d, **_DYN_TRAIN, method="two_stage")),
         ("04_train_recommender", "ste", dict(d, **_DYN_TRAIN, method="ste")),
     ]
