@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .atomic import atomic_open
 
 
 class CheckpointError(RuntimeError):
@@ -23,14 +24,8 @@ def fingerprint(config: dict[str, Any]) -> str:
 
 def atomic_torch_save(obj: Any, path: Path | str) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path | str, expected_fingerprint: str | None = None) -> dict[str, Any]:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .atomic import atomic_open
 
 PAPER_TABLES = Path(__file__).parent / "resources" / "paper_tables.json"
 
@@ -30,12 +31,9 @@ def _plain(v: Any) -> Any:
 
 def write_json(path: Path | str, obj: Any) -> Path:
     """Atomic JSON write (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_plain) + "\n")
-    os.replace(tmp, path)
-    return path
+    with atomic_open(path, "w") as fh:
+        fh.write(json.dumps(obj, indent=2, sort_keys=True, default=_plain) + "\n")
+    return Path(path)
 
 
 def write_metrics(out_dir: Path | str, metrics: dict[str, Any]) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ import pandas as pd
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from .atomic import atomic_open
 
 _COVERAGE_RE = re.compile(r"^coverage_l(\d+)$")
 # panel -> accepted column names (rqvae.pretrain_rqvae writes loss_recon / loss_vq)
@@ -233,15 +234,7 @@ def save_figure(fig: Figure, path_without_ext: str | os.PathLike, dpi: int = 150
     written = []
     for ext, metadata in (("png", None), ("pdf", {"CreationDate": None})):
         target = base.parent / f"{base.name}.{ext}"
-        fd, tmp = tempfile.mkstemp(dir=base.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fig.savefig(fh, format=ext, dpi=dpi, bbox_inches="tight", metadata=metadata)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; make it an ordinary file
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(target) as fh:
+            fig.savefig(fh, format=ext, dpi=dpi, bbox_inches="tight", metadata=metadata)
         written.append(target)
     return written

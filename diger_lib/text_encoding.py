@@ -17,7 +17,6 @@ import json
 import os
 import re
 import string
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -26,6 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+
+from .atomic import atomic_open
 
 DEFAULT_TEMPLATE = "Title: {title}. Brand: {brand}. Categories: {categories}. Description: {description}"
 # Fields the LETTER-format item files carry (shared/data/README.md); other placeholders are typos.
@@ -311,19 +312,8 @@ def _cache_key(model_label: str, identity: dict, template: str, max_length: int,
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, arr)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; make it an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as fh:
+        np.save(fh, arr)
 
 
 def load_or_encode(

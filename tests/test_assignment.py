@@ -15,13 +15,6 @@ from diger_lib.assignment import (
 from diger_lib.config import AssignConfig, Decay, Noise, Update
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on the shared 2-core machine (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _toy(b=32, k=8, d=4, seed=0):

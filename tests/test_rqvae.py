@@ -8,13 +8,6 @@ from diger_lib.rqvae import RQVAE, TokenizeOut, add_conflict_codes, collision_ra
 K, M, IN_DIM = 8, 2, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on the shared 2-core machine (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(**kw):
