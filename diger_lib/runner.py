@@ -126,6 +126,7 @@ def run_step(profile: str, stem: str, variant: str, params: dict[str, Any], *, f
     full["out_dir"] = str(staging)
     env_before = os.environ.get("DIGER_PROGRESS")
     os.environ["DIGER_PROGRESS"] = env_before or "plain"
+    commit = git_commit()  # the code that runs, read before it runs
     t0 = time.time()
     try:
         pm.execute_notebook(str(notebook_path(stem)), str(staging / f"{stem}.ipynb"), parameters=full,
@@ -143,7 +144,7 @@ def run_step(profile: str, stem: str, variant: str, params: dict[str, Any], *, f
     if not (staging / "metrics.json").exists():
         raise RunnerError(f"notebook {stem} finished without writing metrics.json in {staging}")
     (staging / "config.json").write_text(json.dumps(config_view, indent=2, sort_keys=True) + "\n")
-    manifest = {"notebook": stem, "variant": variant, "profile": profile, "commit": git_commit(),
+    manifest = {"notebook": stem, "variant": variant, "profile": profile, "commit": commit,
                 "versions": versions(), "hardware": hardware(), "seed": params.get("seed"),
                 "wall_seconds": round(seconds, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": f"python -m diger_lib.runner --profile {profile}"}
