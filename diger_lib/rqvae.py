@@ -289,7 +289,7 @@ def pretrain_rqvae(
         record = {"epoch": epoch, **{k: v / x.shape[0] for k, v in sums.items()},
                   "collision_rate": collision_rate(model.deterministic_codes(x))}
         history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", coll=f"{record['collision_rate']:.3f}")
+        bar.set_postfix(loss=f"{record['loss']:.4f}", coll=f"{record['collision_rate']:.3f}", refresh=False)
         if on_epoch is not None:
             on_epoch(record)
     return history

@@ -239,7 +239,7 @@ class Trainer:
             sums["loss"] += loss.item()
             sums["loss_gen"] += l_gen.item()
             if self.progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # redraws follow mininterval
         n = max(len(batches), 1)
         rec = {k: v / n for k, v in sums.items()}
         if self.joint is not None:
