@@ -57,7 +57,7 @@ def _quick() -> list[Step]:
 
 
 # SID dynamics on Beauty (issue: DIGER): every joint method, short runs sized for this CPU.
-_DYN_TRAIN = dict(_QUICK_TRAIN, epochs=5, patience=5, samples_per_epoch=32768, max_eval_users=1500)
+_DYN_TRAIN = dict(_QUICK_TRAIN, epochs=6, patience=6, samples_per_epoch=24576, max_eval_users=1500)
 
 
 def _dynamics() -> list[Step]:
