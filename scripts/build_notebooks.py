@@ -304,6 +304,7 @@ from diger_lib import data as D, metrics as M, rqvae as RQ
 from diger_lib.config import (AssignConfig, DataConfig, Method, RecommenderConfig, TrainConfig, ConfigError, to_dict)
 from diger_lib.joint import JointTokenizer, assign_config_for
 from diger_lib.training import Trainer, resolve_device
+from diger_lib.checkpoint import seed_everything
 from diger_lib.vocab import SIDVocab
 data_cfg = DataConfig(dataset=dataset, data_root=data_root, max_history=max_history)
 model_cfg = RecommenderConfig(d_model=d_model, n_heads=n_heads, d_kv=d_kv, d_ff=d_ff, n_encoder_layers=n_encoder_layers,
@@ -357,6 +358,7 @@ else:
             tok = RQ.RQVAE(saved["in_dim"], rq_cfg)
             tok.load_state_dict(saved["state_dict"])
             X = torch.from_numpy(np.load(nbutils.dataset_artifacts(artifacts_dir, dataset) / "item_emb.npy")).float()
+            seed_everything(seed)  # the projection W is initialised here
             joint = JointTokenizer(tok, assign_cfg, X.to(dev), model_cfg.d_model, seed=seed)
     vocab = SIDVocab(n_levels + 1 if ids == "ours" else item_ids.shape[1], K)
     trainer = Trainer(split, train_cfg, model_cfg, vocab, item_ids=item_ids, joint=joint, ckpt_dir=ckpt_dir, run_config=run_config)
