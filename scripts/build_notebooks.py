@@ -271,6 +271,8 @@ decay: str = "none"  # diger: none | sdud | frqud | sdud+frqud | tau_anneal
 noise: str = "gumbel"  # diger: gumbel | gaussian | none
 update: str = "soft"  # diger: soft (Eq. 8) | hard
 tau: float = 2.0  # Gumbel-softmax temperature
+sim: str = "distance"  # Eq. 5 similarity: distance (negative squared distance) | gaussian (scaled by the quantisation error)
+vq_codes: str = "deterministic"  # codes of L_vq and L_recon in joint training: deterministic | sampled
 sdud_lambda: float = 1.4  # lambda of Eq. 9
 frqud_r: float = 1.5  # hot-code threshold ratio r (Eq. 11)
 frqud_beta: float = 0.25  # EMA factor beta (Eq. 10)
@@ -312,7 +314,7 @@ model_cfg = RecommenderConfig(d_model=d_model, n_heads=n_heads, d_kv=d_kv, d_ff=
 train_cfg = TrainConfig(method=method, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, tokenizer_lr=tokenizer_lr,
                         weight_decay=weight_decay, beam_size=beam_size, topk=topk, eval_batch_size=eval_batch_size,
                         max_eval_users=max_eval_users, samples_per_epoch=samples_per_epoch, seed=seed, device=device)
-assign_cfg = assign_config_for(train_cfg.method, AssignConfig(noise=noise, update=update, decay=decay, tau=tau, sdud_lambda=sdud_lambda,
+assign_cfg = assign_config_for(train_cfg.method, AssignConfig(noise=noise, update=update, decay=decay, tau=tau, sim=sim, vq_codes=vq_codes, sdud_lambda=sdud_lambda,
                                                               frqud_r=frqud_r, frqud_beta=frqud_beta))
 if ids not in ("ours", "letter"):
     raise ConfigError(f"ids={ids!r} must be 'ours' or 'letter'")
