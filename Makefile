@@ -14,7 +14,6 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VPY) -m pip install -q --no-deps -e .
 	$(VPY) -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (diger)" >/dev/null
 	-git config --local diff.jupyternotebook.command "$(abspath $(VENV))/bin/git-nbdiffdriver diff" 2>/dev/null
-	-$(VENV)/bin/nbdime config-git --enable >/dev/null 2>&1
 	-git config --local filter.nbstripout.clean "$(abspath $(VENV))/bin/nbstripout" 2>/dev/null
 	-git config --local filter.nbstripout.smudge cat 2>/dev/null
 	@touch $@

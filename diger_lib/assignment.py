@@ -81,6 +81,9 @@ def assign_level(
     if tau <= 0:
         raise ValueError(f"tau={tau} must be > 0")
     logits = neg_sq_dist(residual, codebook)  # Eq. 5
+    if cfg.sim == "gaussian":  # log-likelihood under the quantiser's own per-dimension error (detached scale)
+        s2 = (-logits.detach()).min(dim=-1).values.mean().clamp(min=1e-12) / residual.shape[1]
+        logits = logits / (2 * s2)
     noise = _noise(logits, cfg, noise_scale, generator)
     if noise is None:
         noisy = logits

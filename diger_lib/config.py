@@ -139,6 +139,9 @@ class AssignConfig:
     frqud_beta: float = 0.25  # EMA factor beta in Eq. 10 (section 5: "beta to 0.25")
     tau_anneal_min: float = 0.1  # "-w Gumbel tau annealing": tau decays exponentially to this
     tau_anneal_rate: float = 0.3  # per-epoch exponential rate
+    sim: str = "distance"  # Eq. 5 sim(r, e): "distance" = -||r-e||^2; "gaussian" = -||r-e||^2 / (2 s^2), s^2 the
+    #                        batch's mean squared quantisation error per dimension (noise relative to the quantiser)
+    vq_codes: str = "deterministic"  # codes L_vq / L_recon use in joint training: deterministic (standard RQ-VAE) | sampled
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "noise", _enum(Noise, self.noise, "noise"))
@@ -151,6 +154,8 @@ class AssignConfig:
         _check(self.frqud_r > 0, f"frqud_r={self.frqud_r} must be > 0 (Eq. 11)")
         _check(0.0 <= self.frqud_beta < 1.0, f"frqud_beta={self.frqud_beta} must be in [0, 1) (Eq. 10)")
         _check(0 < self.tau_anneal_min <= self.tau, f"tau_anneal_min={self.tau_anneal_min} must be in (0, tau]")
+        _check(self.sim in ("distance", "gaussian"), f"sim={self.sim!r} must be 'distance' or 'gaussian'")
+        _check(self.vq_codes in ("deterministic", "sampled"), f"vq_codes={self.vq_codes!r} must be 'deterministic' or 'sampled'")
 
 
 @dataclass(frozen=True)

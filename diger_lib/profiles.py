@@ -75,6 +75,18 @@ def _dynamics() -> list[Step]:
     return steps
 
 
+def _dynamics_gaussian() -> list[Step]:
+    """DIGER again on the `dynamics` profile's tokenizer, with sim="gaussian" (Eq. 5 scaled by the quantiser's
+    error, so Gumbel noise perturbs rather than re-draws the deeper codes). Needs `dynamics` run first."""
+    d = dict(dataset="Beauty", artifacts_dir=str(ROOT / "artifacts" / "dynamics"), sim="gaussian")
+    steps = [("04_train_recommender", f"diger_{decay}", dict(d, **_DYN_TRAIN, method="diger", decay=decay))
+             for decay in ("none", "sdud", "frqud")]
+    figs = str(ROOT / "figures" / "dynamics_gaussian")
+    return steps + [("05_sid_dynamics_figures", "", dict(runs="diger_none,diger_sdud,diger_frqud",
+                                                         main_diger="diger_frqud", figures_dir=figs)),
+                    ("06_results_tables", "", dict())]
+
+
 def _paper() -> list[Step]:
     steps: list[Step] = [("01_prepare_data", "", dict())]
     for ds in ("Beauty", "Instruments", "Yelp"):
@@ -102,7 +114,8 @@ def _paper() -> list[Step]:
     return steps
 
 
-PROFILES = {"smoke": _smoke, "quick": _quick, "dynamics": _dynamics, "paper": _paper}
+PROFILES = {"smoke": _smoke, "quick": _quick, "dynamics": _dynamics, "dynamics_gaussian": _dynamics_gaussian,
+            "paper": _paper}
 
 
 def steps_for(profile: str) -> list[Step]:

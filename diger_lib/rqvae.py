@@ -140,7 +140,9 @@ class RQVAE(nn.Module):
         """Joint-training tokenisation (Eq. 5-8, 13 at every level; r_{j+1} = r_j - e-hat_j).
 
         Section 4.3 omits the decoder in joint training, so the reconstruction term is evaluated on the
-        quantised representation: loss_recon = MSE(quantized, z). loss_vq uses the forward codes.
+        quantised representation: loss_recon = MSE(quantized, z). ``cfg.vq_codes`` picks the codes of L_vq
+        and L_recon: "deterministic" (the standard RQ-VAE nearest-code losses, the default) or "sampled"
+        (the forward codes; with Gumbel noise this pulls every code towards random residuals).
         """
         m = self.n_levels
         if hot_masks is not None and hot_masks.shape != (m, self.codebook_size):
@@ -157,8 +159,16 @@ class RQVAE(nn.Module):
             probs.append(a.soft_probs)
         level_embs = torch.stack(embs, 1)
         quantized = level_embs.sum(1)
-        loss_recon = F.mse_loss(quantized, z)
         det_codes = self._argmax_chain(z.detach())
+        if cfg.vq_codes == "deterministic":  # section 4.3: the standard RQ-VAE losses (nearest codes)
+            residual, q, loss_vq = z, torch.zeros_like(z), z.new_zeros(())
+            for j in range(m):
+                e = self.codebooks[j][det_codes[:, j]]
+                loss_vq = loss_vq + _vq_terms(residual, e, self.cfg.beta)
+                residual, q = residual - e.detach(), q + e
+            loss_recon = F.mse_loss(q, z)
+        else:
+            loss_recon = F.mse_loss(quantized, z)
         return TokenizeOut(z, torch.stack(codes, 1), det_codes, level_embs, quantized, torch.stack(probs, 1), loss_vq, loss_recon)
 
     @torch.no_grad()

@@ -62,6 +62,20 @@ def check_parameters(stem: str, params: dict[str, Any]) -> None:
                               f"Known parameters: {', '.join(known)}")
 
 
+def resolved_parameters(stem: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The notebook's defaults overridden by ``params``: every value the run used."""
+    import ast
+
+    out = {}
+    for name, p in notebook_parameters(notebook_path(stem)).items():
+        try:
+            out[name] = ast.literal_eval(p["default"])
+        except (ValueError, SyntaxError):
+            out[name] = p["default"]
+    out.update(params)
+    return out
+
+
 def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -113,10 +127,11 @@ def run_step(profile: str, stem: str, variant: str, params: dict[str, Any], *, f
     full.setdefault("runs_dir", str(runs_root / profile))
     full.setdefault("artifacts_dir", str(artifacts_root / profile))
     full.setdefault("figures_dir", str(ROOT / "figures") if profile != "smoke" else str(runs_root / profile / "figures"))
-    config_view = {k: v for k, v in full.items() if k not in ("out_dir",)}
+    config_view = {k: v for k, v in resolved_parameters(stem, full).items() if k not in ("out_dir",)}
     old_manifest = final / "manifest.json"
     if old_manifest.exists() and not force:
         old = json.loads((final / "config.json").read_text()) if (final / "config.json").exists() else None
+        old = None if old is None else json.loads(json.dumps(resolved_parameters(stem, old)))
         if old is not None and old != json.loads(json.dumps(config_view)):
             raise RunnerError(f"{final} holds a finished run with a different configuration; refusing to overwrite "
                               f"it. Pass --force to replace it (or use another profile).")
@@ -145,7 +160,7 @@ def run_step(profile: str, stem: str, variant: str, params: dict[str, Any], *, f
         raise RunnerError(f"notebook {stem} finished without writing metrics.json in {staging}")
     (staging / "config.json").write_text(json.dumps(config_view, indent=2, sort_keys=True) + "\n")
     manifest = {"notebook": stem, "variant": variant, "profile": profile, "commit": commit,
-                "versions": versions(), "hardware": hardware(), "seed": params.get("seed"),
+                "versions": versions(), "hardware": hardware(), "seed": config_view.get("seed"),
                 "wall_seconds": round(seconds, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": f"python -m diger_lib.runner --profile {profile}"}
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

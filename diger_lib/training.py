@@ -109,6 +109,7 @@ class Trainer:
         self.model = GenRecModel(model_cfg, vocab).to(self.device)
         self.joint = joint.to(self.device) if joint is not None else None
         self.item_ids = item_ids.to(self.device) if item_ids is not None else None
+        self.item_tokens = vocab.codes_to_tokens(item_ids.long()) if item_ids is not None else None  # two-stage
         rec_params = list(self.model.parameters())
         if self.joint is not None:
             rec_params += list(self.joint.proj.parameters())  # the projection is part of the recommender
@@ -175,7 +176,7 @@ class Trainer:
 
     def _step_inputs(self, batch_idx: np.ndarray, samples: Samples):
         if self.joint is None:
-            b = make_batch(samples, batch_idx, self.vocab.codes_to_tokens(self.item_ids).cpu())
+            b = make_batch(samples, batch_idx, self.item_tokens)
             return (b.input_ids.to(self.device), b.attention_mask.to(self.device), b.labels.to(self.device),
                     None, None, None)
         hist = torch.from_numpy(samples.history[batch_idx, : int(samples.length[batch_idx].max())]).to(self.device)

@@ -48,8 +48,8 @@ def nb(stem: str, title: str, cells: list[tuple[str, str]]) -> nbformat.Notebook
             out.append(c)
         else:
             out.append(nbformat.v4.new_code_cell(src))
-    for i, c in enumerate(out):  # deterministic ids keep diffs clean
-        c["id"] = f"{stem[:2]}-{i:02d}"
+    for i, c in enumerate(out):  # deterministic ids, the ones the nbstripout git filter writes
+        c["id"] = str(i)
     book.cells = out
     return book
 
@@ -271,6 +271,8 @@ decay: str = "none"  # diger: none | sdud | frqud | sdud+frqud | tau_anneal
 noise: str = "gumbel"  # diger: gumbel | gaussian | none
 update: str = "soft"  # diger: soft (Eq. 8) | hard
 tau: float = 2.0  # Gumbel-softmax temperature
+sim: str = "distance"  # Eq. 5 similarity: distance (negative squared distance) | gaussian (scaled by the quantisation error)
+vq_codes: str = "deterministic"  # codes of L_vq and L_recon in joint training: deterministic | sampled
 sdud_lambda: float = 1.4  # lambda of Eq. 9
 frqud_r: float = 1.5  # hot-code threshold ratio r (Eq. 11)
 frqud_beta: float = 0.25  # EMA factor beta (Eq. 10)
@@ -304,6 +306,7 @@ from diger_lib import data as D, metrics as M, rqvae as RQ
 from diger_lib.config import (AssignConfig, DataConfig, Method, RecommenderConfig, TrainConfig, ConfigError, to_dict)
 from diger_lib.joint import JointTokenizer, assign_config_for
 from diger_lib.training import Trainer, resolve_device
+from diger_lib.checkpoint import seed_everything
 from diger_lib.vocab import SIDVocab
 data_cfg = DataConfig(dataset=dataset, data_root=data_root, max_history=max_history)
 model_cfg = RecommenderConfig(d_model=d_model, n_heads=n_heads, d_kv=d_kv, d_ff=d_ff, n_encoder_layers=n_encoder_layers,
@@ -311,7 +314,7 @@ model_cfg = RecommenderConfig(d_model=d_model, n_heads=n_heads, d_kv=d_kv, d_ff=
 train_cfg = TrainConfig(method=method, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, tokenizer_lr=tokenizer_lr,
                         weight_decay=weight_decay, beam_size=beam_size, topk=topk, eval_batch_size=eval_batch_size,
                         max_eval_users=max_eval_users, samples_per_epoch=samples_per_epoch, seed=seed, device=device)
-assign_cfg = assign_config_for(train_cfg.method, AssignConfig(noise=noise, update=update, decay=decay, tau=tau, sdud_lambda=sdud_lambda,
+assign_cfg = assign_config_for(train_cfg.method, AssignConfig(noise=noise, update=update, decay=decay, tau=tau, sim=sim, vq_codes=vq_codes, sdud_lambda=sdud_lambda,
                                                               frqud_r=frqud_r, frqud_beta=frqud_beta))
 if ids not in ("ours", "letter"):
     raise ConfigError(f"ids={ids!r} must be 'ours' or 'letter'")
@@ -357,6 +360,7 @@ else:
             tok = RQ.RQVAE(saved["in_dim"], rq_cfg)
             tok.load_state_dict(saved["state_dict"])
             X = torch.from_numpy(np.load(nbutils.dataset_artifacts(artifacts_dir, dataset) / "item_emb.npy")).float()
+            seed_everything(seed)  # the projection W is initialised here
             joint = JointTokenizer(tok, assign_cfg, X.to(dev), model_cfg.d_model, seed=seed)
     vocab = SIDVocab(n_levels + 1 if ids == "ours" else item_ids.shape[1], K)
     trainer = Trainer(split, train_cfg, model_cfg, vocab, item_ids=item_ids, joint=joint, ckpt_dir=ckpt_dir, run_config=run_config)
@@ -455,7 +459,7 @@ for d in sorted(Path(runs_dir).glob("04_train_recommender*")):
     tim = json.loads((d / "timing.json").read_text()) if (d / "timing.json").is_file() else {}
     rows.append({"run": d.name.replace("04_train_recommender__", ""), "dataset": m["dataset"], "label": m["label"],
                  "R@5": m["R@5"], "R@10": m["R@10"], "N@5": m["N@5"], "N@10": m["N@10"], "best_epoch": m.get("best_epoch"),
-                 "layers": f'{m.get("n_encoder_layers")}+{m.get("n_decoder_layers")}', "train_min": round((tim.get("train_wall_seconds") or 0) / 60, 1),
+                 "layers": "-" if m["method"] == "most_popular" else f'{m.get("n_encoder_layers")}+{m.get("n_decoder_layers")}', "train_min": round((tim.get("train_wall_seconds") or 0) / 60, 1),
                  "commit": man.get("commit", "")[:12]})
 ours = pd.DataFrame(rows)
 paper = nbutils.paper_tables()["diger"]["table2_differentiable_vs_two_stage"]

@@ -108,3 +108,30 @@ def test_conflict_overflow_shares_instead_of_failing():
     with pytest.raises(ValueError, match="shared by 5 items"):
         add_conflict_codes(codes, 3)
     assert add_conflict_codes(codes, 3, overflow="share")[:, -1].tolist() == [0, 1, 2, 2, 2]
+
+
+def test_vq_loss_uses_deterministic_codes_by_default():
+    """Section 4.3's standard RQ-VAE losses: with heavy noise the forward codes are random, the VQ terms are not."""
+    from diger_lib.config import RQVAEConfig
+    torch.manual_seed(0)
+    rq = RQVAE(12, RQVAEConfig(codebook_size=8, n_levels=2, code_dim=4, hidden_dims=(16,)))
+    X = torch.randn(50, 12)
+    rq.kmeans_init_(X, iters=5, seed=0)
+    g = torch.Generator().manual_seed(0)
+    det = rq.tokenize(X, AssignConfig(), noise_scale=100.0, generator=g)
+    clean = rq.tokenize(X, AssignConfig(noise="none"))
+    assert (det.codes != det.det_codes).any()
+    torch.testing.assert_close(det.loss_vq, clean.loss_vq)
+    torch.testing.assert_close(det.loss_recon, clean.loss_recon)
+    sampled = rq.tokenize(X, AssignConfig(vq_codes="sampled"), noise_scale=100.0, generator=torch.Generator().manual_seed(0))
+    assert sampled.loss_vq > clean.loss_vq
+
+
+def test_gaussian_similarity_keeps_the_argmax_and_sharpens_logits():
+    from diger_lib.assignment import assign_level
+    torch.manual_seed(0)
+    r, cb = torch.randn(20, 4) * 0.1, torch.randn(8, 4) * 0.1
+    a = assign_level(r, cb, AssignConfig(noise="none"))
+    b = assign_level(r, cb, AssignConfig(noise="none", sim="gaussian"))
+    assert (a.codes == b.codes).all()
+    assert b.logits.std() > 10 * a.logits.std()  # small raw distances become likelihood-scale logits

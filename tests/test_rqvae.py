@@ -44,7 +44,9 @@ def test_codes_in_range_and_shapes():
         assert ((codes >= 0) & (codes < K)).all()
     assert out.level_embs.shape == (64, M, 4) and out.soft_probs.shape == (64, M, K)
     torch.testing.assert_close(out.quantized, out.level_embs.sum(1))
-    torch.testing.assert_close(out.loss_recon, ((out.quantized - out.z) ** 2).mean())
+    # default vq_codes="deterministic": L_recon reconstructs z from the nearest codes (section 4.3)
+    q_det = sum(model.codebooks[j][out.det_codes[:, j]] for j in range(M))
+    torch.testing.assert_close(out.loss_recon, ((q_det - out.z) ** 2).mean())
     for j in range(M):  # forward value of each level is exactly its codebook row (Eq. 7)
         assert torch.equal(out.level_embs[:, j], model.codebooks[j][out.codes[:, j]])
 
