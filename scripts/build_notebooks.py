@@ -488,7 +488,7 @@ NOTEBOOKS = {"01_prepare_data": NB01, "02_encode_item_text": NB02, "03_pretrain_
 
 
 def render(book: nbformat.NotebookNode) -> str:
-    return nbformat.writes(book, version=4) + ""
+    return nbformat.writes(book, version=4) + "\n"  # as the nbstripout filter stores it
 
 
 def main(check: bool = False) -> int:
