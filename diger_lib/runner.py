@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = json.loads((out / "metrics.json").read_text())
         brief = {k: round(v, 4) for k, v in metrics.items() if k in ("R@5", "R@10", "N@5", "N@10")}
         brief["seconds"] = json.loads((out / "manifest.json").read_text())["wall_seconds"]
-        print(f"[{time.strftime('%H:%M:%S')}]   -> {out.relative_to(ROOT)} {brief}", flush=True)
+        print(f"[{time.strftime('%H:%M:%S')}]   -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} {brief}", flush=True)
     return 0
 
 
