@@ -152,7 +152,8 @@ class RQVAE(nn.Module):
         for j in range(m):
             a = assign_level(residual, self.codebooks[j], cfg, noise_scale=noise_scale,
                              hot_mask=None if hot_masks is None else hot_masks[j], tau=tau, generator=generator)
-            loss_vq = loss_vq + _vq_terms(residual, self.codebooks[j][a.codes], self.cfg.beta)
+            if cfg.vq_codes == "sampled":
+                loss_vq = loss_vq + _vq_terms(residual, self.codebooks[j][a.codes], self.cfg.beta)
             residual = residual - a.emb
             embs.append(a.emb)
             codes.append(a.codes)
