@@ -13,7 +13,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -314,7 +314,3 @@ def make_batch(samples: Samples, idx: np.ndarray, item_tokens: torch.Tensor) -> 
     target = torch.from_numpy(samples.target[idx])
     return TokenBatch(toks.reshape(len(idx), L * n_tok), valid.repeat_interleave(n_tok, dim=1),
                       item_tokens[target], hist, target)
-
-
-def iter_sequences(seqs: dict[int, list[int]]) -> Iterable[list[int]]:
-    return seqs.values()

@@ -82,12 +82,10 @@ class JointTokenizer(nn.Module):
         return 1.0 if self.sigma is None else self.sigma.value
 
     # -- Forward --------------------------------------------------------------------------------------
-    def batch_sid(self, items: torch.Tensor, *, train: bool = True) -> BatchSID:
+    def batch_sid(self, items: torch.Tensor) -> BatchSID:
         """Tokenise ``items`` [U] (unique item ids) with the current assignment rule (section 4.1)."""
-        cfg = self.assign if train else AssignConfig(noise=Noise.NONE, update=self.assign.update, tau=self.assign.tau)
-        out = self.rqvae.tokenize(self.item_emb[items], cfg, noise_scale=self.noise_scale() if train else 0.0,
-                                  hot_masks=self.hot_masks() if train else None,
-                                  tau=tau_at_epoch(self.assign, self.epoch), generator=self.generator)
+        out = self.rqvae.tokenize(self.item_emb[items], self.assign, noise_scale=self.noise_scale(),
+                                  hot_masks=self.hot_masks(), tau=tau_at_epoch(self.assign, self.epoch), generator=self.generator)
         codes = out.codes
         full = torch.cat([codes, self.conflict[items, None]], dim=1)
         tokens = self.vocab.codes_to_tokens(full)

@@ -18,6 +18,7 @@ from .progress import progress_bar
 
 from .assignment import assign_level, neg_sq_dist
 from .config import AssignConfig, RQVAEConfig
+from .metrics import collision_rate
 
 
 class PretrainOut(NamedTuple):
@@ -254,13 +255,6 @@ def add_conflict_codes(codes: Tensor, K: int, *, overflow: str = "raise") -> Ten
     rank = torch.empty_like(inverse)
     rank[order] = torch.arange(codes.shape[0], device=codes.device) - starts[inverse[order]]
     return torch.cat([codes, rank.clamp(max=K - 1)[:, None].to(codes.dtype)], 1)
-
-
-def collision_rate(codes: Tensor) -> float:
-    """Fraction of items whose full code row is shared with an earlier item: 1 - #unique / #rows."""
-    if codes.dim() != 2 or codes.shape[0] == 0:
-        raise ValueError(f"codes must be a non-empty [N, m] tensor, got {tuple(codes.shape)}")
-    return 1.0 - torch.unique(codes, dim=0).shape[0] / codes.shape[0]
 
 
 def pretrain_rqvae(

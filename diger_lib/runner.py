@@ -12,7 +12,6 @@ interrupted run resumes where it stopped when the runner is started again.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import platform
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .config import ConfigError, reject_unknown
 from .profiles import ROOT, steps_for
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -53,13 +53,10 @@ def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def check_parameters(stem: str, params: dict[str, Any]) -> None:
-    known = notebook_parameters(notebook_path(stem))
-    for key in params:
-        if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise RunnerError(f"unknown parameter {key!r} for notebook {stem}.{hint} "
-                              f"Known parameters: {', '.join(known)}")
+    try:
+        reject_unknown(params, list(notebook_parameters(notebook_path(stem))), where=f"notebook {stem}")
+    except ConfigError as e:
+        raise RunnerError(str(e)) from None
 
 
 def resolved_parameters(stem: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -186,7 +186,7 @@ class Trainer:
         flat_valid = valid.flatten()
         real = hist.flatten()[flat_valid]  # padding is not an item: it is neither tokenised nor counted
         items, inv = torch.unique(torch.cat([real, target]), return_inverse=True)
-        sid = self.joint.batch_sid(items, train=True)
+        sid = self.joint.batch_sid(items)
         h_inv = torch.zeros(B * L, dtype=torch.long, device=self.device)
         h_inv[flat_valid] = inv[: len(real)]
         h_inv, t_inv = h_inv.view(B, L), inv[len(real):]
