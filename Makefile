@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 PROFILE ?= quick
 
-.PHONY: setup data quick smoke paper test test-fast figures clean-smoke
+.PHONY: setup data quick smoke paper paper-two-stage test test-fast figures clean-smoke
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -33,6 +33,10 @@ smoke: data
 # The paper's settings (meant for a GPU; resumable on CPU).
 paper: data
 	$(VPY) -m diger_lib.runner --profile paper $(RUNNER_ARGS)
+
+# Two-Stage on Beauty at the paper's full size, 120 min per call; run it again to resume until early stopping.
+paper-two-stage: data
+	$(VPY) -m diger_lib.runner --profile paper_two_stage $(RUNNER_ARGS)
 
 test: data
 	$(VPY) -m pytest -q

@@ -174,6 +174,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     max_eval_users: int = 0  # 0 = every user; >0 evaluates validation on a fixed subsample
     samples_per_epoch: int = 0  # 0 = every training sample per epoch; >0 = a fresh seeded subset of this size
+    time_budget_minutes: float = 0.0  # 0 = none; >0 = start no epoch that would end past this wall time (per call)
     seed: int = 2026
     device: str = "auto"
 
@@ -187,6 +188,7 @@ class TrainConfig:
         _check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         _check(self.topk >= 1, f"topk={self.topk} must be >= 1")
         _check(self.samples_per_epoch >= 0, f"samples_per_epoch={self.samples_per_epoch} must be >= 0")
+        _check(self.time_budget_minutes >= 0, f"time_budget_minutes={self.time_budget_minutes} must be >= 0")
         _check(self.max_eval_users >= 0, f"max_eval_users={self.max_eval_users} must be >= 0")
         _check(self.beam_size >= self.topk, f"beam_size={self.beam_size} must be >= topk={self.topk} (a beam cannot return more items than it keeps)")
         _check(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"), f"device={self.device!r} must be auto, cpu, cuda[:N] or mps")

@@ -87,6 +87,16 @@ def _dynamics_gaussian() -> list[Step]:
                     ("06_results_tables", "", dict())]
 
 
+def _paper_two_stage() -> list[Step]:
+    """Issue "Speed", the payoff: Two-Stage on Beauty at the paper's full size (T5 6+6, every training sample per
+    epoch, validation on every user, patience 10). Each call trains for at most 120 minutes and then reports its
+    best checkpoint; calling it again resumes from the last epoch until early stopping ends the run."""
+    d = dict(dataset="Beauty")
+    return [("02_encode_item_text", "", dict(d)), ("03_pretrain_rqvae", "", dict(d)),
+            ("04_train_recommender", "two_stage", dict(d, method="two_stage", time_budget_minutes=120.0)),
+            ("06_results_tables", "", dict())]
+
+
 def _paper() -> list[Step]:
     steps: list[Step] = [("01_prepare_data", "", dict())]
     for ds in ("Beauty", "Instruments", "Yelp"):
@@ -115,7 +125,7 @@ def _paper() -> list[Step]:
 
 
 PROFILES = {"smoke": _smoke, "quick": _quick, "dynamics": _dynamics, "dynamics_gaussian": _dynamics_gaussian,
-            "paper": _paper}
+            "paper_two_stage": _paper_two_stage, "paper": _paper}
 
 
 def steps_for(profile: str) -> list[Step]:

@@ -40,6 +40,7 @@ class TrainResult:
     usage: np.ndarray | None  # [m, K] code counts at the best checkpoint (joint methods)
     wall_seconds: float
     resumed_from: int | None = None
+    stop_reason: str = "max_epochs"  # "early_stopping" | "max_epochs" | "time_budget"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -294,8 +295,15 @@ class Trainer:
             self._save_best(ids, det)
             self.log(_fmt(rec))
         start = int(self.state["epoch"]) + 1
+        budget, out_of_time = cfg.time_budget_minutes * 60.0, False
         for epoch in range(start, cfg.epochs + 1):
             if self.state["bad_epochs"] >= cfg.patience:
+                break
+            last = self.state["history"][-1].get("seconds") if self.state["history"] else None
+            if budget > 0 and last is not None and time.time() - t0 + last > budget:
+                out_of_time = True  # the next epoch (judged by the last one) would end past the budget
+                self.log(f"time budget of {cfg.time_budget_minutes:g} min reached after epoch {epoch - 1}; "
+                         f"run again to resume from {self.ckpt_dir / 'last.pt'}")
                 break
             te = time.time()
             if self.joint is not None:
@@ -318,9 +326,11 @@ class Trainer:
                 self.state["bad_epochs"] += 1
             atomic_torch_save(self._payload(), self.ckpt_dir / "last.pt")
             self.log(_fmt(rec))
-        return self.finish(resumed, time.time() - t0)
+        reason = ("early_stopping" if self.state["bad_epochs"] >= cfg.patience
+                  else "time_budget" if out_of_time else "max_epochs")
+        return self.finish(resumed, time.time() - t0, reason)
 
-    def finish(self, resumed: int | None, seconds: float) -> TrainResult:
+    def finish(self, resumed: int | None, seconds: float, stop_reason: str = "max_epochs") -> TrainResult:
         best = load_checkpoint(self.ckpt_dir / "best.pt", self.fingerprint) if (self.ckpt_dir / "best.pt").exists() \
             else None
         if best is not None:
@@ -336,7 +346,7 @@ class Trainer:
         valid = {k[4:]: v for k, v in best_rec.items() if k.startswith("val_") and k != "val_ndcg10"}
         usage = M.code_usage(det, self.joint.K).counts if det is not None else None
         return TrainResult(hist, int(self.state["best_epoch"]), valid, test, ids.cpu().numpy(),
-                           None if usage is None else np.asarray(usage), self.state["wall"], resumed)
+                           None if usage is None else np.asarray(usage), self.state["wall"], resumed, stop_reason)
 
 
 def _fmt(rec: dict[str, Any]) -> str:

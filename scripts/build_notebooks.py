@@ -297,6 +297,7 @@ topk: int = 10  # items returned per user
 eval_batch_size: int = 512  # users per decoding batch
 max_eval_users: int = 0  # validation on a fixed subsample of this many users (0 means all); test always uses all
 samples_per_epoch: int = 0  # training samples per epoch (0 means all); a fresh seeded subset each epoch
+time_budget_minutes: float = 0.0  # wall-time budget of this call (0 means none); a later call resumes from the checkpoint
 seed: int = 2026  # random seed
 device: str = "auto"  # auto | cpu | cuda
 resume: bool = True  # continue from the last checkpoint of this run if there is one
@@ -313,7 +314,8 @@ model_cfg = RecommenderConfig(d_model=d_model, n_heads=n_heads, d_kv=d_kv, d_ff=
                               n_decoder_layers=n_decoder_layers, dropout=dropout)
 train_cfg = TrainConfig(method=method, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, tokenizer_lr=tokenizer_lr,
                         weight_decay=weight_decay, beam_size=beam_size, topk=topk, eval_batch_size=eval_batch_size,
-                        max_eval_users=max_eval_users, samples_per_epoch=samples_per_epoch, seed=seed, device=device)
+                        max_eval_users=max_eval_users, samples_per_epoch=samples_per_epoch, time_budget_minutes=time_budget_minutes,
+                        seed=seed, device=device)
 assign_cfg = assign_config_for(train_cfg.method, AssignConfig(noise=noise, update=update, decay=decay, tau=tau, sim=sim, vq_codes=vq_codes, sdud_lambda=sdud_lambda,
                                                               frqud_r=frqud_r, frqud_beta=frqud_beta))
 if ids not in ("ours", "letter"):
@@ -323,12 +325,12 @@ if ids == "letter" and train_cfg.method != Method.TWO_STAGE:
 seqs = D.load_interactions(data_root, dataset)
 split = D.split_leave_one_out(seqs, max_history)
 dev = resolve_device(device)
-run_config = {"data": to_dict(data_cfg), "model": to_dict(model_cfg), "train": {k: v for k, v in to_dict(train_cfg).items() if k not in ("device", "epochs")},
+run_config = {"data": to_dict(data_cfg), "model": to_dict(model_cfg), "train": {k: v for k, v in to_dict(train_cfg).items() if k not in ("device", "epochs", "time_budget_minutes")},
               "assign": to_dict(assign_cfg), "ids": ids, "K": codebook_size, "m": n_levels}
 print(json.dumps(run_config, indent=1))
 '''),
     ("code", '''
-result, history = None, None
+result, history, stop_reason = None, None, "none"
 if train_cfg.method == Method.MOST_POPULAR:
     top = M.most_popular_topk(split.train_sequences, split.n_items, topk)
     test = M.ranking_metrics(np.tile(top, (len(split.test), 1)), split.test.target)
@@ -366,6 +368,8 @@ else:
     trainer = Trainer(split, train_cfg, model_cfg, vocab, item_ids=item_ids, joint=joint, ckpt_dir=ckpt_dir, run_config=run_config)
     result = trainer.fit(resume=resume)
     test, valid, best_epoch, wall = result.test, result.valid, result.best_epoch, result.wall_seconds
+    stop_reason = result.stop_reason  # early_stopping | max_epochs | time_budget (then not converged: resume)
+    print(f"training stopped by {stop_reason} after epoch {trainer.state['epoch']} (best epoch {best_epoch})")
     history = pd.DataFrame(result.history)
     history.to_csv(OUT / "history.csv", index=False)
     if result.usage is not None:
@@ -379,7 +383,7 @@ if label is None:
     if noise != "gumbel" or update != "soft":
         label += f" noise={noise} update={update}"
 metrics = {"label": label, "dataset": dataset, "method": method, "ids": ids, "decay": decay, "noise": noise, "update": update,
-           "K": codebook_size, "m": n_levels, **test, **{f"valid_{k}": v for k, v in valid.items()}, "best_epoch": best_epoch,
+           "K": codebook_size, "m": n_levels, **test, **{f"valid_{k}": v for k, v in valid.items()}, "best_epoch": best_epoch, "stop_reason": stop_reason,
            "epochs_run": 0 if history is None else int(history["epoch"].max()), "n_test_users": len(split.test),
            "n_encoder_layers": n_encoder_layers, "n_decoder_layers": n_decoder_layers, "d_model": d_model, "seed": seed}
 nbutils.write_metrics(OUT, metrics)  # results only: same seed and config give the same file

@@ -17,14 +17,16 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TINY = RecommenderConfig(d_model=16, n_heads=2, d_kv=8, d_ff=32, n_encoder_layers=1, n_decoder_layers=1)
 
 
-def build(method: str, ckpt_dir, epochs: int = 4, decay: str = "sdud+frqud", lr: float = 2e-3) -> Trainer:
+def build(method: str, ckpt_dir, epochs: int = 4, decay: str = "sdud+frqud", lr: float = 2e-3,
+          time_budget_minutes: float = 0.0) -> Trainer:
     torch.manual_seed(0)
     seqs = D.load_interactions(FIXTURES, "Tiny")
     split = D.split_leave_one_out(seqs, 20)
     X = torch.from_numpy(np.random.default_rng(0).normal(size=(split.n_items, 12)).astype("float32"))
     rq = RQVAE(12, RQVAEConfig(codebook_size=8, n_levels=2, code_dim=4, hidden_dims=(16,)))
     rq.kmeans_init_(X, iters=5, seed=0)
-    cfg = TrainConfig(method=method, epochs=epochs, patience=10, batch_size=64, lr=lr, beam_size=10, topk=10)
+    cfg = TrainConfig(method=method, epochs=epochs, patience=10, batch_size=64, lr=lr, beam_size=10, topk=10,
+                      time_budget_minutes=time_budget_minutes)
     run_config = {"method": method, "decay": decay, "lr": lr}  # epochs is an upper bound: raising it resumes
     if method == "two_stage":
         ids = add_conflict_codes(rq.deterministic_codes(X), 8)

@@ -59,6 +59,23 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     assert summary(resumed) == ref
 
 
+def test_time_budget_stops_between_epochs_and_a_later_call_resumes(tmp_path):
+    ref = build("diger", tmp_path / "ref").fit()
+    assert ref.stop_reason == "max_epochs"
+    # a budget shorter than one epoch: the first epoch runs (nothing to judge by yet), the second would overrun
+    cut = build("diger", tmp_path / "cut", time_budget_minutes=1e-6).fit()
+    assert cut.stop_reason == "time_budget" and [r["epoch"] for r in cut.history] == [0, 1]
+    assert set(cut.test) == {"R@5", "R@10", "N@5", "N@10"}  # a budget-stopped run still reports its best checkpoint
+    resumed = build("diger", tmp_path / "cut").fit()  # no budget: continues from epoch 1 to the end
+    assert resumed.resumed_from == 1 and resumed.stop_reason == "max_epochs"
+    assert summary(resumed) == summary(ref)
+
+
+def test_early_stopping_is_reported(tmp_path):
+    res = build("two_stage", tmp_path, epochs=30, lr=1e-9).fit()  # nothing improves after epoch 1
+    assert res.stop_reason == "early_stopping" and len(res.history) < 30
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     tr = build("two_stage", tmp_path, epochs=3)
     tr.fit()  # 3 good epochs
