@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import ROOT, build_models, load_bench_data, rss_mb  # noqa: E402
 
 from diger_lib import data as D  # noqa: E402
-from diger_lib.config import RecommenderConfig  # noqa: E402
+from diger_lib.config import RecommenderConfig, TrainConfig  # noqa: E402
 from diger_lib.decoding import SIDTrie, constrained_beam_search, recommend  # noqa: E402
 
 
@@ -68,7 +68,8 @@ def main() -> None:
     ap.add_argument("--hf-batch", type=int, default=16, help="users per HF generate call")
     ap.add_argument("--users", type=int, default=2048, help="users decoded by ours alone")
     ap.add_argument("--all", action="store_true", help="decode every test user with ours")
-    ap.add_argument("--batch-size", type=int, default=512, help="users per beam search call (ours)")
+    ap.add_argument("--batch-size", type=int, default=TrainConfig().eval_batch_size,
+                    help="users per beam search call (ours, in recommend)")
     ap.add_argument("--beam-size", type=int, default=20)
     ap.add_argument("--topk", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -97,6 +98,7 @@ def main() -> None:
         ref = hf_recommend(hf, b.input_ids, b.attention_mask, tokens, beam_size=args.beam_size, topk=args.topk,
                            batch_size=args.hf_batch)
         t_hf = time.perf_counter() - t
+        hf_rate = len(idx) / t_hf
         t = time.perf_counter()
         got = constrained_beam_search(ours, b.input_ids, b.attention_mask, trie, beam_size=args.beam_size,
                                       topk=args.topk).items
@@ -104,7 +106,7 @@ def main() -> None:
         same = (got == ref).all(1).float().mean().item()
         overlap = np.mean([len(set(a) & set(r)) / args.topk for a, r in zip(got.tolist(), ref.tolist())])
         print(f"HF generate:   {len(idx) / t_hf:8.1f} users/s ({len(idx)} users, batches of {args.hf_batch})")
-        print(f"ours (1 call): {len(idx) / t_ours:8.1f} users/s  -> {t_hf / t_ours:.1f}x")
+        print(f"ours (1 call): {len(idx) / t_ours:8.1f} users/s  -> {t_hf / t_ours:.1f}x HF")
         print(f"identical top-{args.topk} lists: {same:.1%} of users; mean overlap {overlap:.1%}")
 
     n = U if args.all else min(args.users, U)
@@ -115,8 +117,11 @@ def main() -> None:
                     batch_size=args.batch_size, progress=False)
     secs = time.perf_counter() - t
     assert ((top >= 0) & (top < len(tokens))).all(), "beam search returned an id outside the catalogue"
-    print(f"ours recommend: {n / secs:8.1f} users/s on {n:,} users ({secs:.1f} s); all {U:,} users: "
-          f"{'measured' if args.all else 'estimated'} {U / (n / secs):.0f} s; peak RSS {rss_mb():.0f} MB")
+    print(f"ours recommend: {n / secs:8.1f} users/s on {n:,} users in calls of {args.batch_size} ({secs:.1f} s); "
+          f"all {U:,} users: {'measured' if args.all else 'estimated'} {U / (n / secs):.0f} s; "
+          f"peak RSS {rss_mb():.0f} MB")
+    if args.hf_users:
+        print(f"ours recommend / HF generate: {(n / secs) / hf_rate:.1f}x")
     print(f"load average at the end {os.getloadavg()} (other processes on the machine slow every number)")
 
 

@@ -158,6 +158,13 @@ class AssignConfig:
         _check(self.vq_codes in ("deterministic", "sampled"), f"vq_codes={self.vq_codes!r} must be 'deterministic' or 'sampled'")
 
 
+# TrainConfig fields that do not enter a run's checkpoint fingerprint: changing them continues the same run.
+# `epochs` and `time_budget_minutes` only say how long to train; `device`, `eval_batch_size` and
+# `micro_batch_size` only say how to compute (the same results up to float rounding, and, for
+# `micro_batch_size`, other dropout draws).
+NOT_FINGERPRINTED = ("device", "epochs", "time_budget_minutes", "eval_batch_size", "micro_batch_size")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     method: Method = Method.TWO_STAGE
@@ -171,7 +178,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     beam_size: int = 20
     topk: int = 10
-    eval_batch_size: int = 512
+    eval_batch_size: int = 64  # users per beam search call (speed only; 64 keeps a step's activations in cache)
+    micro_batch_size: int = 128  # samples per forward/backward pass (speed only: gradients sum to the batch's); 0 = all
     max_eval_users: int = 0  # 0 = every user; >0 evaluates validation on a fixed subsample
     samples_per_epoch: int = 0  # 0 = every training sample per epoch; >0 = a fresh seeded subset of this size
     time_budget_minutes: float = 0.0  # 0 = none; >0 = start no epoch that would end past this wall time (per call)
@@ -186,6 +194,8 @@ class TrainConfig:
         _check(self.lr > 0, f"lr={self.lr} must be > 0 (a negative learning rate ascends the loss)")
         _check(self.tokenizer_lr > 0, f"tokenizer_lr={self.tokenizer_lr} must be > 0")
         _check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
+        _check(self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1")
+        _check(self.micro_batch_size >= 0, f"micro_batch_size={self.micro_batch_size} must be >= 0")
         _check(self.topk >= 1, f"topk={self.topk} must be >= 1")
         _check(self.samples_per_epoch >= 0, f"samples_per_epoch={self.samples_per_epoch} must be >= 0")
         _check(self.time_budget_minutes >= 0, f"time_budget_minutes={self.time_budget_minutes} must be >= 0")

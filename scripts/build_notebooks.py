@@ -294,7 +294,8 @@ tokenizer_lr: float = 1e-4  # tokenizer learning rate (joint methods)
 weight_decay: float = 0.05  # AdamW weight decay
 beam_size: int = 20  # beams of the constrained beam search
 topk: int = 10  # items returned per user
-eval_batch_size: int = 512  # users per decoding batch
+eval_batch_size: int = 64  # users per beam search call (speed only)
+micro_batch_size: int = 128  # samples per forward/backward pass, gradients summed to the batch's (speed only; 0 means the whole batch)
 max_eval_users: int = 0  # validation on a fixed subsample of this many users (0 means all); test always uses all
 samples_per_epoch: int = 0  # training samples per epoch (0 means all); a fresh seeded subset each epoch
 time_budget_minutes: float = 0.0  # wall-time budget of this call (0 means none); a later call resumes from the checkpoint
@@ -304,7 +305,8 @@ resume: bool = True  # continue from the last checkpoint of this run if there is
 '''),
     ("code", SETUP + '''
 from diger_lib import data as D, metrics as M, rqvae as RQ
-from diger_lib.config import (AssignConfig, DataConfig, Method, RecommenderConfig, TrainConfig, ConfigError, to_dict)
+from diger_lib.config import (AssignConfig, DataConfig, Method, NOT_FINGERPRINTED, RecommenderConfig, TrainConfig, ConfigError,
+                              to_dict)
 from diger_lib.joint import JointTokenizer, assign_config_for
 from diger_lib.training import Trainer, resolve_device
 from diger_lib.checkpoint import seed_everything
@@ -314,7 +316,7 @@ model_cfg = RecommenderConfig(d_model=d_model, n_heads=n_heads, d_kv=d_kv, d_ff=
                               n_decoder_layers=n_decoder_layers, dropout=dropout)
 train_cfg = TrainConfig(method=method, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, tokenizer_lr=tokenizer_lr,
                         weight_decay=weight_decay, beam_size=beam_size, topk=topk, eval_batch_size=eval_batch_size,
-                        max_eval_users=max_eval_users, samples_per_epoch=samples_per_epoch, time_budget_minutes=time_budget_minutes,
+                        micro_batch_size=micro_batch_size, max_eval_users=max_eval_users, samples_per_epoch=samples_per_epoch, time_budget_minutes=time_budget_minutes,
                         seed=seed, device=device)
 assign_cfg = assign_config_for(train_cfg.method, AssignConfig(noise=noise, update=update, decay=decay, tau=tau, sim=sim, vq_codes=vq_codes, sdud_lambda=sdud_lambda,
                                                               frqud_r=frqud_r, frqud_beta=frqud_beta))
@@ -325,7 +327,7 @@ if ids == "letter" and train_cfg.method != Method.TWO_STAGE:
 seqs = D.load_interactions(data_root, dataset)
 split = D.split_leave_one_out(seqs, max_history)
 dev = resolve_device(device)
-run_config = {"data": to_dict(data_cfg), "model": to_dict(model_cfg), "train": {k: v for k, v in to_dict(train_cfg).items() if k not in ("device", "epochs", "time_budget_minutes")},
+run_config = {"data": to_dict(data_cfg), "model": to_dict(model_cfg), "train": {k: v for k, v in to_dict(train_cfg).items() if k not in NOT_FINGERPRINTED},
               "assign": to_dict(assign_cfg), "ids": ids, "K": codebook_size, "m": n_levels}
 print(json.dumps(run_config, indent=1))
 '''),
