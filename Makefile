@@ -34,7 +34,7 @@ smoke: data
 paper: data
 	$(VPY) -m diger_lib.runner --profile paper $(RUNNER_ARGS)
 
-# Two-Stage on Beauty at the paper's full size, 140 min per call; run it again to resume until early stopping.
+# Two-Stage on Beauty at the paper's full size, 115 min per call; run it again to resume until early stopping.
 paper-two-stage: data
 	$(VPY) -m diger_lib.runner --profile paper_two_stage $(RUNNER_ARGS)
 

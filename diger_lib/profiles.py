@@ -89,11 +89,11 @@ def _dynamics_gaussian() -> list[Step]:
 
 def _paper_two_stage() -> list[Step]:
     """Issue "Speed", the payoff: Two-Stage on Beauty at the paper's full size (T5 6+6, every training sample per
-    epoch, validation on every user, patience 10). Each call trains for at most 140 minutes and then reports its
+    epoch, validation on every user, patience 10). Each call trains for at most 115 minutes and then reports its
     best checkpoint; calling it again resumes from the last epoch until early stopping ends the run."""
     d = dict(dataset="Beauty")
     return [("02_encode_item_text", "", dict(d)), ("03_pretrain_rqvae", "", dict(d)),
-            ("04_train_recommender", "two_stage", dict(d, method="two_stage", time_budget_minutes=140.0)),
+            ("04_train_recommender", "two_stage", dict(d, method="two_stage", time_budget_minutes=115.0)),
             ("06_results_tables", "", dict())]
 
 
