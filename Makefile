@@ -42,4 +42,4 @@ test: data
 	$(VPY) -m pytest -q
 
 test-fast: data
-	$(VPY) -m pytest -q -m "not notebooks"
+	$(VPY) -m pytest -q -m "not notebooks and not benchmarks"

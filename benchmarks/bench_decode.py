@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--all", action="store_true", help="decode every test user with ours")
     ap.add_argument("--batch-size", type=int, default=TrainConfig().eval_batch_size,
                     help="users per beam search call (ours, in recommend)")
+    ap.add_argument("--compare-batch-size", type=int, default=0,
+                    help="also time recommend on the same users in calls of this many users (e.g. 512), same process")
     ap.add_argument("--beam-size", type=int, default=20)
     ap.add_argument("--topk", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -120,6 +122,14 @@ def main() -> None:
     print(f"ours recommend: {n / secs:8.1f} users/s on {n:,} users in calls of {args.batch_size} ({secs:.1f} s); "
           f"all {U:,} users: {'measured' if args.all else 'estimated'} {U / (n / secs):.0f} s; "
           f"peak RSS {rss_mb():.0f} MB")
+    if args.compare_batch_size:
+        t = time.perf_counter()
+        other = recommend(ours, b.input_ids, b.attention_mask, trie, beam_size=args.beam_size, topk=args.topk,
+                          batch_size=args.compare_batch_size, progress=False)
+        secs_other = time.perf_counter() - t
+        print(f"ours recommend in calls of {args.compare_batch_size}: {n / secs_other:8.1f} users/s; speed ratio "
+              f"(calls of {args.batch_size} / calls of {args.compare_batch_size}): {secs_other / secs:.2f}x; same top-{args.topk}: "
+              f"{(other == top).all(1).float().mean().item():.1%} of users")
     if args.hf_users:
         print(f"ours recommend / HF generate: {(n / secs) / hf_rate:.1f}x")
     print(f"load average at the end {os.getloadavg()} (other processes on the machine slow every number)")

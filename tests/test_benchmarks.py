@@ -1,0 +1,32 @@
+"""The benchmark scripts run (on synthetic data) and their fast paths return HF's answers. Not timed."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str, tmp_path: Path) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--threads", "1",
+                          "--data-root", str(tmp_path), *args], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.benchmarks  # builds two paper-size models per script
+def test_bench_decode_runs_and_matches_hf_generate(tmp_path):
+    out = _run("bench_decode.py", "--hf-users", "3", "--hf-batch", "3", "--users", "6", "--batch-size", "4",
+               "--compare-batch-size", "6", tmp_path=tmp_path)
+    assert "synthetic" in out
+    assert "identical top-10 lists: 100.0% of users" in out  # our beam search == transformers' generate
+    assert "same top-10: 100.0% of users" in out  # call size does not change results
+
+
+@pytest.mark.benchmarks
+def test_bench_train_runs(tmp_path):
+    out = _run("bench_train.py", "--steps", "1", "--batch-size", "16", "--micro-batch-size", "8", tmp_path=tmp_path)
+    assert "micro-batches of 8 samples" in out and "speed-up ours / HF (LETTER-style)" in out
