@@ -465,6 +465,7 @@ for d in sorted(Path(runs_dir).glob("04_train_recommender*")):
     tim = json.loads((d / "timing.json").read_text()) if (d / "timing.json").is_file() else {}
     rows.append({"run": d.name.replace("04_train_recommender__", ""), "dataset": m["dataset"], "label": m["label"],
                  "R@5": m["R@5"], "R@10": m["R@10"], "N@5": m["N@5"], "N@10": m["N@10"], "best_epoch": m.get("best_epoch"),
+                 "epochs_run": m.get("epochs_run"), "stopped_by": m.get("stop_reason", ""),
                  "layers": "-" if m["method"] == "most_popular" else f'{m.get("n_encoder_layers")}+{m.get("n_decoder_layers")}', "train_min": round((tim.get("train_wall_seconds") or 0) / 60, 1),
                  "commit": man.get("commit", "")[:12]})
 ours = pd.DataFrame(rows)
