@@ -146,7 +146,8 @@ class Trainer:
         self.model = GenRecModel(model_cfg, vocab).to(self.device)
         self.joint = joint.to(self.device) if joint is not None else None
         self.item_ids = item_ids.to(self.device) if item_ids is not None else None
-        self.item_tokens = vocab.codes_to_tokens(item_ids.long()) if item_ids is not None else None  # two-stage
+        # two-stage: the item -> token table, on the CPU where make_batch builds batches
+        self.item_tokens = vocab.codes_to_tokens(item_ids.long()).cpu() if item_ids is not None else None
         rec_params = list(self.model.parameters())
         if self.joint is not None:
             rec_params += list(self.joint.proj.parameters())  # the projection is part of the recommender

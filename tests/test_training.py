@@ -152,7 +152,6 @@ def test_samples_per_epoch_draws_fresh_subsets():
                                           (3, 8, {"noise": "none"}), (3, 8, {"update": "hard"})])
 def test_table4_switches_and_table5_axes_run(m, K, assign, tmp_path):
     """Every Table 4 switch and Table 5's K/m axes train and evaluate through the same joint loop."""
-    import numpy as np
     from diger_lib import data as D
     from diger_lib.config import AssignConfig, RQVAEConfig, TrainConfig
     from diger_lib.joint import JointTokenizer
