@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import AssignConfig, Decay, Noise, Update
+from .config import AssignConfig, Decay, Noise, Sim, Update
 
 GUMBEL_STD = math.pi / math.sqrt(6.0)  # std of Gumbel(0, 1); Gaussian noise is matched to it
 
@@ -52,6 +52,21 @@ def neg_sq_dist(residual: Tensor, codebook: Tensor) -> Tensor:
     return -(r2 - 2.0 * residual @ codebook.t() + e2)
 
 
+def scaled_logits(residual: Tensor, codebook: Tensor, sim: Sim = Sim.DISTANCE) -> Tensor:
+    """Eq. 5 logits [B, K] at the chosen scale (the paper does not give one; README note 5). Every scale is a
+    positive multiple of -||r - e||^2 (plus a constant), so the noise-free argmax is always the nearest code."""
+    logits = neg_sq_dist(residual, codebook)
+    if sim is Sim.GAUSSIAN:  # log-likelihood under the quantiser's own per-dimension error (detached scale)
+        s2 = (-logits.detach()).min(dim=-1).values.mean().clamp(min=1e-12) / residual.shape[1]
+        logits = logits / (2 * s2)
+    elif sim is Sim.MINMAX:  # the authors' code: distances min-max rescaled to [-1, 1] over the batch, logits = -d
+        d = -logits.detach()
+        mid = (d.max() + d.min()) / 2
+        amp = (d.max() - mid).clamp(min=1e-5)
+        logits = (logits + mid) / amp
+    return logits
+
+
 def _noise(logits: Tensor, cfg: AssignConfig, noise_scale: float | Tensor, generator: torch.Generator | None) -> Tensor | None:
     if cfg.noise is Noise.NONE:
         return None
@@ -71,6 +86,7 @@ def assign_level(
     *,
     noise_scale: float | Tensor = 1.0,
     hot_mask: Tensor | None = None,
+    row_mask: Tensor | None = None,
     tau: float | None = None,
     generator: torch.Generator | None = None,
 ) -> LevelAssignment:
@@ -80,19 +96,17 @@ def assign_level(
     tau = cfg.tau if tau is None else float(tau)
     if tau <= 0:
         raise ValueError(f"tau={tau} must be > 0")
-    logits = neg_sq_dist(residual, codebook)  # Eq. 5
-    if cfg.sim == "gaussian":  # log-likelihood under the quantiser's own per-dimension error (detached scale)
-        s2 = (-logits.detach()).min(dim=-1).values.mean().clamp(min=1e-12) / residual.shape[1]
-        logits = logits / (2 * s2)
+    logits = scaled_logits(residual, codebook, cfg.sim)  # Eq. 5
     noise = _noise(logits, cfg, noise_scale, generator)
-    if noise is None:
-        noisy = logits
-    elif hot_mask is None:
-        noisy = logits + noise
-    else:  # Eq. 13: noise only on hot codes, cold codes keep their clean logits exactly
+    if noise is not None and hot_mask is not None:  # Eq. 13: noise only on hot codes, cold codes keep clean logits
         if hot_mask.shape != (codebook.shape[0],) or hot_mask.dtype != torch.bool:
             raise ValueError(f"hot_mask must be a bool tensor of shape ({codebook.shape[0]},), got {hot_mask.dtype} {tuple(hot_mask.shape)}")
-        noisy = torch.where(hot_mask.to(logits.device), logits + noise, logits)
+        noise = torch.where(hot_mask.to(logits.device)[None, :], noise, torch.zeros_like(noise))
+    if noise is not None and row_mask is not None:  # FrqUD per item (authors' code): noise on hot items' rows only
+        if row_mask.shape != (residual.shape[0],) or row_mask.dtype != torch.bool:
+            raise ValueError(f"row_mask must be a bool tensor of shape ({residual.shape[0]},), got {row_mask.dtype} {tuple(row_mask.shape)}")
+        noise = torch.where(row_mask.to(logits.device)[:, None], noise, torch.zeros_like(noise))
+    noisy = logits if noise is None else logits + noise
     soft = F.softmax(noisy / tau, dim=-1)  # Eq. 6
     codes = noisy.argmax(dim=-1)  # Eq. 7
     hard = codebook[codes]

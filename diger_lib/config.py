@@ -47,6 +47,51 @@ class Decay(str, enum.Enum):
     TAU_ANNEAL = "tau_anneal"  # Table 4 "-w Gumbel tau annealing" instead of UD
 
 
+class Sim(str, enum.Enum):
+    """Scale of the Eq. 5 logits (the paper gives sim but not its scale; README note 5)."""
+    DISTANCE = "distance"  # -||r - e||^2, the RQ-VAE's own distance
+    GAUSSIAN = "gaussian"  # -||r - e||^2 / (2 s^2), s^2 the batch's mean squared quantisation error per dimension
+    MINMAX = "minmax"  # distances rescaled to [-1, 1] over the batch (the authors' public code), logits = -d
+
+
+class VQCodes(str, enum.Enum):
+    DETERMINISTIC = "deterministic"  # L_vq / L_recon on the nearest codes (the standard RQ-VAE losses)
+    SAMPLED = "sampled"  # on the noisy forward codes
+
+
+class FrqudMode(str, enum.Enum):
+    PER_CODE = "per_code"  # Eq. 13 literally: noise on the hot codes' logits only (epoch EMA, Eq. 10)
+    PER_ITEM = "per_item"  # the authors' code: an item whose level-1 code is hot gets noise on every logit of
+    #                        every level, other items are assigned deterministically (per-step EMA of batch targets)
+
+
+class Labels(str, enum.Enum):
+    SAMPLED = "sampled"  # the recommender reads and predicts the step's sampled (noisy) IDs
+    DETERMINISTIC = "deterministic"  # ... the per-epoch table of deterministic IDs (the authors' trainer)
+
+
+class Coupling(str, enum.Enum):
+    GRADIENT = "gradient"  # L_gen reaches the tokenizer through W_j e_hat (README note 4)
+    NONE = "none"  # the authors' public code: the recommender reads tokens only; the tokenizer learns from L_vq + L_recon
+
+
+class TokenizerTrain(str, enum.Enum):
+    ALL = "all"  # encoder and codebooks
+    CODEBOOKS = "codebooks"  # encoder frozen (the authors' run_FrqUD.sh)
+    LAST_LAYER = "last_layer"  # last encoder layer + codebooks (the authors' run_SDUD.sh freezes the others)
+    NONE = "none"  # frozen tokenizer (the study's control; same as tokenizer_lr=0)
+
+
+class ProjInit(str, enum.Enum):
+    RANDOM = "random"  # nn.Linear's default
+    ZERO = "zero"  # W = 0: joint training starts exactly as Two-Stage
+
+
+class LRSchedule(str, enum.Enum):
+    CONSTANT = "constant"  # linear warm-up over warmup_steps (0 = none), then constant
+    WARMUP_COSINE = "warmup_cosine"  # linear warm-up, then cosine decay to 0 over the configured epochs
+
+
 def _enum(enum_cls: type[enum.Enum], value: Any, name: str) -> enum.Enum:
     if isinstance(value, enum_cls):
         return value
@@ -139,9 +184,10 @@ class AssignConfig:
     frqud_beta: float = 0.25  # EMA factor beta in Eq. 10 (section 5: "beta to 0.25")
     tau_anneal_min: float = 0.1  # "-w Gumbel tau annealing": tau decays exponentially to this
     tau_anneal_rate: float = 0.3  # per-epoch exponential rate
-    sim: str = "distance"  # Eq. 5 sim(r, e): "distance" = -||r-e||^2; "gaussian" = -||r-e||^2 / (2 s^2), s^2 the
-    #                        batch's mean squared quantisation error per dimension (noise relative to the quantiser)
-    vq_codes: str = "deterministic"  # codes L_vq / L_recon use in joint training: deterministic (standard RQ-VAE) | sampled
+    sim: Sim = Sim.DISTANCE  # scale of the Eq. 5 logits (see Sim)
+    vq_codes: VQCodes = VQCodes.DETERMINISTIC  # codes L_vq / L_recon use in joint training
+    frqud_mode: FrqudMode = FrqudMode.PER_CODE  # how FrqUD applies the noise (see FrqudMode)
+    frqud_momentum: float = 0.99  # per_item: per-step EMA momentum of the level-1 code frequencies (authors' code)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "noise", _enum(Noise, self.noise, "noise"))
@@ -154,8 +200,26 @@ class AssignConfig:
         _check(self.frqud_r > 0, f"frqud_r={self.frqud_r} must be > 0 (Eq. 11)")
         _check(0.0 <= self.frqud_beta < 1.0, f"frqud_beta={self.frqud_beta} must be in [0, 1) (Eq. 10)")
         _check(0 < self.tau_anneal_min <= self.tau, f"tau_anneal_min={self.tau_anneal_min} must be in (0, tau]")
-        _check(self.sim in ("distance", "gaussian"), f"sim={self.sim!r} must be 'distance' or 'gaussian'")
-        _check(self.vq_codes in ("deterministic", "sampled"), f"vq_codes={self.vq_codes!r} must be 'deterministic' or 'sampled'")
+        object.__setattr__(self, "sim", _enum(Sim, self.sim, "sim"))
+        object.__setattr__(self, "vq_codes", _enum(VQCodes, self.vq_codes, "vq_codes"))
+        object.__setattr__(self, "frqud_mode", _enum(FrqudMode, self.frqud_mode, "frqud_mode"))
+        _check(0.0 <= self.frqud_momentum < 1.0, f"frqud_momentum={self.frqud_momentum} must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class JointConfig:
+    """How tokenizer and recommender are coupled in joint training (issue "DIGER that reproduces its paper")."""
+
+    labels: Labels = Labels.SAMPLED  # which IDs the recommender reads and predicts
+    coupling: Coupling = Coupling.GRADIENT  # whether L_gen reaches the tokenizer
+    tokenizer_train: TokenizerTrain = TokenizerTrain.ALL  # which tokenizer parameters the tokenizer optimiser moves
+    proj_init: ProjInit = ProjInit.RANDOM  # initialisation of the projections W_j
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", _enum(Labels, self.labels, "labels"))
+        object.__setattr__(self, "coupling", _enum(Coupling, self.coupling, "coupling"))
+        object.__setattr__(self, "tokenizer_train", _enum(TokenizerTrain, self.tokenizer_train, "tokenizer_train"))
+        object.__setattr__(self, "proj_init", _enum(ProjInit, self.proj_init, "proj_init"))
 
 
 # TrainConfig fields that do not enter a run's checkpoint fingerprint: changing them continues the same run.
@@ -172,9 +236,10 @@ class TrainConfig:
     patience: int = 10  # epochs without validation NDCG@10 improvement
     batch_size: int = 256
     lr: float = 1e-3  # recommender learning rate (grid {0.01, 0.005, 0.001, 0.0005})
-    tokenizer_lr: float = 1e-4  # joint methods only (grid {1e-4, 1e-5, 5e-5, 1e-6})
+    tokenizer_lr: float = 1e-4  # joint methods only (grid {1e-4, 1e-5, 5e-5, 1e-6}); 0 freezes the tokenizer
     weight_decay: float = 0.05  # AdamW (section 5)
     warmup_steps: int = 0
+    lr_schedule: LRSchedule = LRSchedule.CONSTANT  # both optimisers (the authors' config: 500 warm-up steps + cosine)
     grad_clip: float = 1.0
     beam_size: int = 20
     topk: int = 10
@@ -192,7 +257,9 @@ class TrainConfig:
         _check(self.patience >= 1, f"patience={self.patience} must be >= 1")
         _check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
         _check(self.lr > 0, f"lr={self.lr} must be > 0 (a negative learning rate ascends the loss)")
-        _check(self.tokenizer_lr > 0, f"tokenizer_lr={self.tokenizer_lr} must be > 0")
+        object.__setattr__(self, "lr_schedule", _enum(LRSchedule, self.lr_schedule, "lr_schedule"))
+        _check(self.tokenizer_lr >= 0, f"tokenizer_lr={self.tokenizer_lr} must be >= 0 (0 freezes the tokenizer)")
+        _check(self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0")
         _check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         _check(self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1")
         _check(self.micro_batch_size >= 0, f"micro_batch_size={self.micro_batch_size} must be >= 0")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .assignment import FrequencyEMA, SDUDSigma, tau_at_epoch
-from .config import AssignConfig, Decay, Method, Noise, Update
+from .config import AssignConfig, Coupling, Decay, FrqudMode, JointConfig, Labels, Method, Noise, ProjInit, Update
 from .rqvae import RQVAE, TokenizeOut, add_conflict_codes
 from .vocab import SIDVocab
 
@@ -33,27 +33,36 @@ def assign_config_for(method: Method, assign: AssignConfig) -> AssignConfig:
 
 
 class BatchSID(NamedTuple):
-    tokens: torch.Tensor  # [U, m+1] token ids of the forward (sampled) IDs incl. conflict code
-    extras: torch.Tensor  # [U, m+1, d_model] differentiable additions to the input embeddings
-    codes: torch.Tensor  # [U, m] forward codes
+    tokens: torch.Tensor  # [U, m+1] token ids the recommender reads and predicts (sampled IDs or the epoch table)
+    extras: torch.Tensor | None  # [U, m+1, d_model] differentiable additions to the input embeddings (None: no coupling)
+    codes: torch.Tensor  # [U, m] forward (sampled) codes
     det_codes: torch.Tensor  # [U, m] deterministic codes (same tokenizer state)
+    train_codes: torch.Tensor  # [U, m] the codes behind ``tokens``
     out: TokenizeOut
 
 
 class JointTokenizer(nn.Module):
-    def __init__(self, rqvae: RQVAE, assign: AssignConfig, item_emb: torch.Tensor, d_model: int, seed: int):
+    def __init__(self, rqvae: RQVAE, assign: AssignConfig, item_emb: torch.Tensor, d_model: int, seed: int,
+                 joint: JointConfig | None = None):
         super().__init__()
         self.rqvae = rqvae
         self.assign = assign
+        self.joint = joint or JointConfig()
         m, K, D = rqvae.codebooks.shape
         self.n_levels, self.K = m, K
         self.vocab = SIDVocab(m + 1, K)
         self.proj = nn.ModuleList([nn.Linear(D, d_model, bias=False) for _ in range(m)])
+        if self.joint.proj_init is ProjInit.ZERO:  # W = 0: the first step is exactly Two-Stage's
+            for p in self.proj:
+                nn.init.zeros_(p.weight)
         decay = assign.decay
         self.sigma = SDUDSigma(assign) if decay in (Decay.SDUD, Decay.SDUD_FRQUD) else None
-        self.freq = FrequencyEMA(m, K, assign.frqud_beta) if decay in (Decay.FRQUD, Decay.SDUD_FRQUD) else None
+        self.per_item = decay in (Decay.FRQUD, Decay.SDUD_FRQUD) and assign.frqud_mode is FrqudMode.PER_ITEM
+        beta = assign.frqud_momentum if self.per_item else assign.frqud_beta  # per step (authors) | per epoch (Eq. 10)
+        self.freq = FrequencyEMA(m, K, beta) if decay in (Decay.FRQUD, Decay.SDUD_FRQUD) else None
         self.register_buffer("item_emb", item_emb.float(), persistent=False)
         self.register_buffer("conflict", torch.zeros(len(item_emb), dtype=torch.long))
+        self.register_buffer("table", torch.zeros(len(item_emb), m + 1, dtype=torch.long))  # IDs at the last refresh
         self.generator = torch.Generator(device=item_emb.device).manual_seed(seed)
         self.epoch = 0
 
@@ -64,6 +73,7 @@ class JointTokenizer(nn.Module):
         det = self.rqvae.deterministic_codes(self.item_emb)
         full = add_conflict_codes(det, self.K, overflow="share")
         self.conflict.copy_(full[:, -1])
+        self.table.copy_(full)  # labels="deterministic" reads this table until the next refresh
         return det
 
     def full_ids(self, det: torch.Tensor) -> torch.Tensor:
@@ -72,32 +82,52 @@ class JointTokenizer(nn.Module):
     def set_epoch(self, epoch: int, det_codes: torch.Tensor | None = None) -> None:
         """Start-of-epoch update of the decay state (FrqUD hot sets use the EMA over epochs, Eq. 10)."""
         self.epoch = epoch
-        if self.freq is not None and det_codes is not None:
+        if self.freq is not None and det_codes is not None and not self.per_item:
             self.freq.update(det_codes)
 
     def hot_masks(self) -> torch.Tensor | None:
-        return None if self.freq is None else self.freq.hot_masks(self.assign.frqud_r).to(self.item_emb.device)
+        if self.freq is None or self.per_item:
+            return None
+        return self.freq.hot_masks(self.assign.frqud_r).to(self.item_emb.device)
+
+    @torch.no_grad()
+    def hot_items(self, x: torch.Tensor, count: torch.Tensor | None) -> torch.Tensor:
+        """FrqUD per item (the authors' code): fold the level codes of the counted items (the batch's
+        targets) into the per-step EMA, then mark the items whose level-1 deterministic code is hot."""
+        det = self.rqvae.deterministic_codes(x)
+        self.freq.update(det if count is None else det[count])
+        hot = self.freq.hot_masks(self.assign.frqud_r)[0].to(det.device)
+        return hot[det[:, 0]]
 
     def noise_scale(self) -> float:
         return 1.0 if self.sigma is None else self.sigma.value
 
     # -- Forward --------------------------------------------------------------------------------------
-    def batch_sid(self, items: torch.Tensor) -> BatchSID:
-        """Tokenise ``items`` [U] (unique item ids) with the current assignment rule (section 4.1)."""
-        out = self.rqvae.tokenize(self.item_emb[items], self.assign, noise_scale=self.noise_scale(),
-                                  hot_masks=self.hot_masks(), tau=tau_at_epoch(self.assign, self.epoch), generator=self.generator)
-        codes = out.codes
-        full = torch.cat([codes, self.conflict[items, None]], dim=1)
+    def batch_sid(self, items: torch.Tensor, count: torch.Tensor | None = None) -> BatchSID:
+        """Tokenise ``items`` [U] (unique item ids) with the current assignment rule (section 4.1). ``count``
+        [U] bool marks the items FrqUD per item counts (the batch's targets; None = all)."""
+        x = self.item_emb[items]
+        rows = self.hot_items(x, count) if self.per_item and self.training else None
+        out = self.rqvae.tokenize(x, self.assign, noise_scale=self.noise_scale(), hot_masks=self.hot_masks(),
+                                  row_mask=rows, tau=tau_at_epoch(self.assign, self.epoch), generator=self.generator)
+        if self.joint.labels is Labels.DETERMINISTIC:  # the authors' trainer: the epoch's deterministic table
+            full = self.table[items]
+        else:  # the step's sampled codes; the conflict code from the last refresh
+            full = torch.cat([out.codes, self.conflict[items, None]], dim=1)
         tokens = self.vocab.codes_to_tokens(full)
-        extra = torch.stack([p(out.level_embs[:, j]) for j, p in enumerate(self.proj)], dim=1)  # [U, m, d]
-        extras = torch.cat([extra, extra.new_zeros(len(items), 1, extra.shape[-1])], dim=1)
-        return BatchSID(tokens, extras, codes, out.det_codes, out)
+        extras = None
+        if self.joint.coupling is Coupling.GRADIENT:
+            extra = torch.stack([p(out.level_embs[:, j]) for j, p in enumerate(self.proj)], dim=1)  # [U, m, d]
+            extras = torch.cat([extra, extra.new_zeros(len(items), 1, extra.shape[-1])], dim=1)
+        return BatchSID(tokens, extras, out.codes, out.det_codes, full[:, :-1], out)
 
     @torch.no_grad()
     def token_table(self, table: torch.Tensor) -> torch.Tensor:
         """Inference embeddings: deterministic codes make each token's addition a function of the token,
         so ``table[level j, code c] + W_j e_{j,c}`` is a plain lookup table (no per-item work)."""
         eff = table.detach().clone()
+        if self.joint.coupling is Coupling.NONE:  # the recommender never read W e in training
+            return eff
         K = self.K
         for j, p in enumerate(self.proj):
             start = 2 + j * K

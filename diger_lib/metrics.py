@@ -164,3 +164,53 @@ def agreement(sampled: Any, det: Any) -> float:
     """Fraction of items whose whole training-time (sampled) ID equals the argmax (inference) ID."""
     x, y = _paired(sampled, det, "sampled", "det")
     return float((x == y).all(axis=1).mean())
+
+
+def sid_drift_per_level(prev: Any, cur: Any) -> list[float]:
+    """Per level j, the fraction of items whose level-j code differs between ``prev`` and ``cur`` [N, m]."""
+    x, y = _paired(prev, cur, "prev", "cur")
+    return [float(v) for v in (x != y).mean(axis=0)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-user ranks and the paired bootstrap (issue "DIGER that reproduces its paper")
+# ----------------------------------------------------------------------------------------------
+def target_ranks(topk_items: Any, targets: Any) -> np.ndarray:
+    """0-based rank of each user's target in its top-k list, -1 when it is not there. [U] int."""
+    top = _int_array(topk_items, "topk_items", 2)
+    tgt = _int_array(targets, "targets", 1)
+    if top.shape[0] != tgt.shape[0]:
+        raise ValueError(f"topk_items has {top.shape[0]} users but targets has {tgt.shape[0]}")
+    hits = top == tgt[:, None]
+    return np.where(hits.any(axis=1), hits.argmax(axis=1), -1).astype(np.int64)
+
+
+def per_user_metric(ranks: Any, metric: str) -> np.ndarray:
+    """Per-user Recall@k ("R@k") or NDCG@k ("N@k") from target ranks (-1 = not retrieved)."""
+    r = np.asarray(ranks, dtype=np.int64)
+    if len(metric) < 3 or metric[:2] not in ("R@", "N@") or not metric[2:].isdigit():
+        raise ValueError(f"metric={metric!r} must look like 'R@10' or 'N@10'")
+    k = int(metric[2:])
+    hit = (r >= 0) & (r < k)
+    if metric[0] == "R":
+        return hit.astype(np.float64)
+    return np.where(hit, 1.0 / np.log2(np.maximum(r, 0) + 2.0), 0.0)
+
+
+def paired_bootstrap(ranks_a: Any, ranks_b: Any, metric: str = "N@10", n_boot: int = 10000,
+                     seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Mean of metric(a) - metric(b) over the same users and its bootstrap interval: users are resampled
+    with replacement ``n_boot`` times (paired: both runs keep the same user). ``p_le_0`` is the share of
+    resamples whose difference is <= 0 (a one-sided bootstrap p-value for "a is better than b")."""
+    a, b = per_user_metric(ranks_a, metric), per_user_metric(ranks_b, metric)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired bootstrap needs the same non-empty user set, got {a.shape} and {b.shape}")
+    d = a - b
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for s in range(0, n_boot, 500):  # chunks keep memory at 500 x U
+        idx = rng.integers(0, d.size, size=(min(500, n_boot - s), d.size))
+        means[s:s + len(idx)] = d[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi), "p_le_0": float((means <= 0).mean()),
+            "a": float(a.mean()), "b": float(b.mean())}

@@ -75,3 +75,31 @@ def markdown_table(df) -> str:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_ranks(path: Path | str, ranks: Any) -> Path:
+    """Per-user target ranks (-1 = not in the top k), one integer per line, gzip-compressed (small in git)."""
+    import gzip
+
+    with atomic_open(path, "wb") as fh:
+        fh.write(gzip.compress("\n".join(str(int(r)) for r in np.asarray(ranks)).encode() + b"\n", mtime=0))
+    return Path(path)
+
+
+def read_ranks(path: Path | str) -> np.ndarray:
+    import gzip
+
+    return np.array(gzip.decompress(Path(path).read_bytes()).split(), dtype=np.int64)
+
+
+def finished_run_weights(runs_dir: Path | str, name: str) -> dict[str, Any]:
+    """Best recommender weights of a finished notebook-04 run of the same artifacts folder (warm start)."""
+    import torch
+
+    pointer = Path(runs_dir) / name / "finished.json"
+    if not pointer.is_file():
+        known = sorted(p.parent.name for p in Path(runs_dir).glob("*/finished.json"))
+        raise FileNotFoundError(f"init_from={name!r}: no finished run {pointer}; finished runs here: "
+                                f"{', '.join(known) or 'none'} (run that step first, same artifacts_dir)")
+    best = Path(runs_dir) / name / json.loads(pointer.read_text())["fingerprint"] / "best.pt"
+    return torch.load(best, map_location="cpu", weights_only=False)["model"]

@@ -3,6 +3,7 @@
 - ``fig2_ndcg_and_coverage``: Figure 2 (validation NDCG@10 and mean code coverage across levels).
 - ``fig6_sid_dynamics``: Figure 6 (incremental / cumulative SID drift, train-inference agreement).
 - ``fig7_code_usage_heatmaps``: Figure 7 (per-level code usage as sqrt(K) x sqrt(K) heatmaps).
+- ``diagnostics_figure``: the joint-training diagnostics of ``diagnostics.py`` (not a paper figure).
 - ``rqvae_training_curves``: tokenizer pre-training curves (not a paper figure).
 - ``save_figure``: PNG + PDF, written atomically.
 
@@ -142,6 +143,44 @@ def fig6_sid_dynamics(df: pd.DataFrame, labels: Sequence[str] | None = None) -> 
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("fraction of items")
     axes[2].legend(fontsize="small")
+    return fig
+
+
+_DIAG_PANELS = (
+    ("Incremental drift per level", "drift_inc_l", None),
+    ("Cumulative drift per level", "drift_cum_l", None),
+    ("Agreement: label (solid), input (dashed)", "agreement_label", "agreement_input"),
+    ("Tokenizer change: encoder (solid), codebooks (dashed)", "tok_delta_encoder", "tok_delta_codebooks"),
+    ("Median best-vs-second logit gap per level", "logit_gap_l", None),
+    ("Probe L_gen: new IDs (solid), last epoch's IDs (dashed)", "probe_loss_new_ids", "probe_loss_old_ids"),
+    ("SDUD: sigma (solid), sigma* (dashed)", "sigma", "sigma_star"),
+)
+
+
+def diagnostics_figure(df: pd.DataFrame, labels: Sequence[str] | None = None) -> Figure:
+    """Per-epoch diagnostics of joint runs (one colour per run; per-level panels use line styles for levels
+    1-3: solid, dashed, dotted). Panels whose columns are absent or all NaN stay empty."""
+    runs = _runs(df, labels, "diagnostics")
+    colors = _colors(list(runs))
+    styles = ["-", "--", ":", "-."]
+    fig = Figure(figsize=(15.0, 7.2), layout="constrained")
+    axes = fig.subplots(2, 4).ravel()
+    for ax, (title, a, b) in zip(axes, _DIAG_PANELS):
+        for lab, run in runs.items():
+            cols = ([c for c in run.columns if c.startswith(a) and c[len(a):].isdigit()] if a.endswith("_l")
+                    else [c for c in (a, b) if c and c in run.columns])
+            for i, col in enumerate(sorted(cols) if a.endswith("_l") else cols):
+                ok = run[col].notna()
+                if ok.any():
+                    ax.plot(run["epoch"][ok], run[col][ok], styles[i % 4], marker="o", ms=2.5, color=colors[lab],
+                            label=lab if i == 0 else None)
+        ax.set_title(title, fontsize="small")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[-1].axis("off")
+    handles, names = axes[0].get_legend_handles_labels()
+    axes[-1].legend(handles, names, loc="center", fontsize="small")
     return fig
 
 

@@ -87,6 +87,53 @@ def _dynamics_gaussian() -> list[Step]:
                     ("06_results_tables", "", dict())]
 
 
+# Issue "DIGER that reproduces its paper": the diagnosis study at one fixed CPU budget on Beauty. T5 2+2,
+# 4 "epochs" of 65,536 fresh samples (~2 passes over the 131,413), validation on a fixed 5,000 users, test on all.
+_DIAG_TRAIN = dict(_QUICK_MODEL, epochs=4, patience=4, samples_per_epoch=65536, max_eval_users=5000, batch_size=256,
+                   lr=2e-3, time_budget_minutes=60.0)
+# The study's DIGER baseline: FrqUD (Eq. 13), Gaussian-scaled Eq. 5, deterministic labels, tokenizer lr 1e-6.
+_DIAG_DIGER = dict(method="diger", decay="frqud", sim="gaussian", labels="deterministic", tokenizer_lr=1e-6)
+# The authors' public code (junchen-fu/DIGER @ cef6b94, run_FrqUD.sh + config/beauty_jo.yaml): no gradient coupling,
+# encoder frozen, tokenizer lr 1e-5, FrqUD per item, min-max distances, VQ losses on the noisy codes, 500 warm-up
+# steps then cosine.
+_AUTHORS = dict(method="diger", decay="frqud", frqud_mode="per_item", sim="minmax", vq_codes="sampled",
+                labels="deterministic", coupling="none", tokenizer_train="codebooks", tokenizer_lr=1e-5,
+                lr_schedule="warmup_cosine", warmup_steps=500)
+_COSINE = dict(lr_schedule="warmup_cosine", warmup_steps=500)
+
+
+def _diagnosis() -> list[Step]:
+    """Rows in the order they are most informative; each run ~10-20 min on 2 cores (README, the study)."""
+    d = dict(dataset="Beauty")
+    t, dg = dict(d, **_DIAG_TRAIN), dict(d, **_DIAG_TRAIN, **_DIAG_DIGER)
+    one_pass = dict(epochs=2, patience=2)  # warm start: 2 x 65,536 samples ~ one pass each
+    rows = [
+        ("ts_s2026", dict(t, method="two_stage")),
+        ("dg_base", dict(dg)),
+        ("dg_tok_lr0", dict(dg, tokenizer_lr=0.0)),
+        ("dg_tok_lr1e-5", dict(dg, tokenizer_lr=1e-5)),
+        ("dg_sampled_labels", dict(dg, labels="sampled")),
+        ("ts_s2027", dict(t, method="two_stage", seed=2027)),
+        ("dg_zero_w", dict(dg, proj_init="zero")),
+        ("dg_authors", dict(t, **_AUTHORS)),
+        ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
+        ("dg_codebooks_lr1e-5", dict(dg, tokenizer_train="codebooks", tokenizer_lr=1e-5)),
+        ("dg_last_layer_lr1e-5", dict(dg, tokenizer_train="last_layer", tokenizer_lr=1e-5)),
+        ("dg_sdud_lambda2", dict(dg, decay="sdud", sdud_lambda=2.0)),
+        ("dg_frqud_per_item", dict(dg, frqud_mode="per_item")),
+        ("ws_ts_pass1", dict(t, method="two_stage", **one_pass)),
+        ("ws_ts_plus1", dict(t, method="two_stage", init_from="04_train_recommender__ws_ts_pass1", **one_pass)),
+        ("ws_dg_plus1", dict(dg, proj_init="zero", init_from="04_train_recommender__ws_ts_pass1", **one_pass)),
+        ("dg_cosine", dict(dg, **_COSINE)),
+    ]
+    steps = [("02_encode_item_text", "", dict(d)), ("03_pretrain_rqvae", "", dict(d, **_QUICK_RQ))]
+    steps += [("04_train_recommender", name, params) for name, params in rows]
+    pairs = "dg_authors:ts_cosine,dg_cosine:ts_cosine,ws_ts_plus1:ws_ts_pass1,ws_dg_plus1:ws_ts_plus1"
+    return steps + [("05_sid_dynamics_figures", "", dict(runs="dg_base,dg_tok_lr1e-5,dg_sampled_labels,dg_authors",
+                                                         main_diger="dg_base")),
+                    ("06_results_tables", "", dict(baseline="ts_s2026", pairs=pairs))]
+
+
 def _paper_two_stage() -> list[Step]:
     """Issue "Speed", the payoff: Two-Stage on Beauty at the paper's full size (T5 6+6, every training sample per
     epoch, validation on every user, patience 10). Each call trains for at most 115 minutes and then reports its
@@ -125,6 +172,7 @@ def _paper() -> list[Step]:
 
 
 PROFILES = {"smoke": _smoke, "quick": _quick, "dynamics": _dynamics, "dynamics_gaussian": _dynamics_gaussian,
+            "diagnosis": _diagnosis,
             "paper_two_stage": _paper_two_stage, "paper": _paper}
 
 

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from .progress import progress_bar
 
-from .assignment import assign_level, neg_sq_dist
-from .config import AssignConfig, RQVAEConfig
+from .assignment import assign_level, neg_sq_dist, scaled_logits
+from .config import AssignConfig, RQVAEConfig, Sim, VQCodes
 from .metrics import collision_rate
 
 
@@ -135,6 +135,7 @@ class RQVAE(nn.Module):
         *,
         noise_scale: float | Tensor = 1.0,
         hot_masks: Tensor | None = None,
+        row_mask: Tensor | None = None,
         tau: float | None = None,
         generator: torch.Generator | None = None,
     ) -> TokenizeOut:
@@ -143,7 +144,9 @@ class RQVAE(nn.Module):
         Section 4.3 omits the decoder in joint training, so the reconstruction term is evaluated on the
         quantised representation: loss_recon = MSE(quantized, z). ``cfg.vq_codes`` picks the codes of L_vq
         and L_recon: "deterministic" (the standard RQ-VAE nearest-code losses, the default) or "sampled"
-        (the forward codes; with Gumbel noise this pulls every code towards random residuals).
+        (the forward codes; with Gumbel noise this pulls every code towards random residuals). FrqUD masks:
+        ``hot_masks`` [m, K] (Eq. 13, per code) or ``row_mask`` [B] (per item: noise at every level of the
+        rows marked True, the others assigned deterministically).
         """
         m = self.n_levels
         if hot_masks is not None and hot_masks.shape != (m, self.codebook_size):
@@ -152,8 +155,9 @@ class RQVAE(nn.Module):
         residual, embs, codes, probs, loss_vq = z, [], [], [], z.new_zeros(())
         for j in range(m):
             a = assign_level(residual, self.codebooks[j], cfg, noise_scale=noise_scale,
-                             hot_mask=None if hot_masks is None else hot_masks[j], tau=tau, generator=generator)
-            if cfg.vq_codes == "sampled":
+                             hot_mask=None if hot_masks is None else hot_masks[j], row_mask=row_mask, tau=tau,
+                             generator=generator)
+            if cfg.vq_codes is VQCodes.SAMPLED:
                 loss_vq = loss_vq + _vq_terms(residual, self.codebooks[j][a.codes], self.cfg.beta)
             residual = residual - a.emb
             embs.append(a.emb)
@@ -162,7 +166,7 @@ class RQVAE(nn.Module):
         level_embs = torch.stack(embs, 1)
         quantized = level_embs.sum(1)
         det_codes = self._argmax_chain(z.detach())
-        if cfg.vq_codes == "deterministic":  # section 4.3: the standard RQ-VAE losses (nearest codes)
+        if cfg.vq_codes is VQCodes.DETERMINISTIC:  # section 4.3: the standard RQ-VAE losses (nearest codes)
             residual, q, loss_vq = z, torch.zeros_like(z), z.new_zeros(())
             for j in range(m):
                 e = self.codebooks[j][det_codes[:, j]]
@@ -172,6 +176,24 @@ class RQVAE(nn.Module):
         else:
             loss_recon = F.mse_loss(quantized, z)
         return TokenizeOut(z, torch.stack(codes, 1), det_codes, level_embs, quantized, torch.stack(probs, 1), loss_vq, loss_recon)
+
+    @torch.no_grad()
+    def logit_gaps(self, x: Tensor, sim: Sim = Sim.DISTANCE) -> list[float]:
+        """Median gap between the best and second-best Eq. 5 logit per level along the deterministic chain of
+        ``x`` (all items at once, so batch-scaled sims see the whole catalogue). Noise of scale ~1 re-draws a
+        level's code when its gap is well below 1."""
+        was_training = self.training
+        self.eval()
+        try:
+            residual, gaps = self.encode(x), []
+            for j in range(self.n_levels):
+                logits = scaled_logits(residual, self.codebooks[j], sim)
+                top2 = logits.topk(2, dim=-1).values
+                gaps.append(float((top2[:, 0] - top2[:, 1]).median()))
+                residual = residual - self.codebooks[j][neg_sq_dist(residual, self.codebooks[j]).argmax(-1)]
+            return gaps
+        finally:
+            self.train(was_training)
 
     @torch.no_grad()
     def kmeans_init_(self, x: Tensor, iters: int, seed: int) -> None:

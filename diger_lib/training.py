@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import diagnostics as DG
 from . import metrics as M
 from .checkpoint import atomic_torch_save, fingerprint, load_checkpoint, rng_state, seed_everything, set_rng_state
-from .config import Method, RecommenderConfig, TrainConfig
+from .config import LRSchedule, RecommenderConfig, TokenizerTrain, TrainConfig
 from .data import Samples, Split, bucket_batches, make_batch
 from .decoding import SIDTrie, recommend
 from .joint import JointTokenizer
@@ -41,6 +42,7 @@ class TrainResult:
     wall_seconds: float
     resumed_from: int | None = None
     stop_reason: str = "max_epochs"  # "early_stopping" | "max_epochs" | "time_budget"
+    test_ranks: np.ndarray | None = None  # [n_test] 0-based target rank per test user, -1 = not in the top k
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -49,8 +51,10 @@ class TrainResult:
 # ----------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: GenRecModel, samples: Samples, item_ids: torch.Tensor, vocab: SIDVocab, cfg: TrainConfig, *,
-             token_table: torch.Tensor | None = None, max_users: int = 0, progress: bool = True) -> dict[str, float]:
-    """Recall/NDCG@5/10 over the full catalogue: trie-constrained beam search over valid IDs (section 5)."""
+             token_table: torch.Tensor | None = None, max_users: int = 0, progress: bool = True,
+             ranks: list | None = None) -> dict[str, float]:
+    """Recall/NDCG@5/10 over the full catalogue: trie-constrained beam search over valid IDs (section 5).
+    ``ranks``, if given, receives each evaluated user's 0-based target rank (-1 = not in the top k)."""
     idx = np.arange(len(samples))
     if max_users and max_users < len(idx):  # fixed subsample (same users every epoch)
         idx = np.random.default_rng(0).choice(idx, size=max_users, replace=False)
@@ -65,6 +69,8 @@ def evaluate(model: GenRecModel, samples: Samples, item_ids: torch.Tensor, vocab
                     topk=cfg.topk, batch_size=cfg.eval_batch_size, progress=progress, token_table=token_table).cpu()
     if shared:
         top = expand_shared_ids(top, inverse.cpu(), cfg.topk)
+    if ranks is not None:
+        ranks.extend(M.target_ranks(top.numpy(), samples.target[idx]).tolist())
     return M.ranking_metrics(top.numpy(), samples.target[idx], ks=(5, 10))
 
 
@@ -128,6 +134,40 @@ def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Ten
     return total
 
 
+def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor per optimiser step: linear warm-up over ``warmup_steps``, then constant or a cosine
+    decay to 0 at ``total_steps`` (the authors' config: 500 warm-up steps, then cosine)."""
+    warm = max(cfg.warmup_steps, 1)
+    total = max(total_steps, warm + 1)
+
+    def factor(step: int) -> float:
+        if step + 1 < warm:
+            return (step + 1) / warm
+        if cfg.lr_schedule is LRSchedule.CONSTANT:
+            return 1.0
+        done = min(1.0, (step + 1 - warm) / (total - warm))
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+    return factor
+
+
+def tokenizer_params(rqvae: nn.Module, which: TokenizerTrain, lr: float) -> list[nn.Parameter]:
+    """The tokenizer parameters the tokenizer optimiser moves; the others are frozen (requires_grad False).
+    The decoder is not used in joint training (section 4.3) and never trains."""
+    if lr == 0 or which is TokenizerTrain.NONE:
+        chosen = []
+    elif which is TokenizerTrain.ALL:
+        chosen = list(rqvae.encoder.parameters()) + [rqvae.codebooks]
+    elif which is TokenizerTrain.CODEBOOKS:
+        chosen = [rqvae.codebooks]
+    else:  # LAST_LAYER: the encoder's output Linear + codebooks
+        last = [m for m in rqvae.encoder if isinstance(m, nn.Linear)][-1]
+        chosen = list(last.parameters()) + [rqvae.codebooks]
+    ids = {id(p) for p in chosen}
+    for p in rqvae.parameters():
+        p.requires_grad_(id(p) in ids)
+    return chosen
+
+
 # ----------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------
@@ -137,7 +177,7 @@ class Trainer:
     def __init__(self, split: Split, cfg: TrainConfig, model_cfg: RecommenderConfig, vocab: SIDVocab, *,
                  item_ids: torch.Tensor | None = None, joint: JointTokenizer | None = None,
                  ckpt_dir: Path | str, run_config: dict[str, Any], progress: bool = True,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, init_state: dict[str, torch.Tensor] | None = None):
         if (joint is None) == (item_ids is None):
             raise ValueError("give exactly one of item_ids (two-stage) or joint (ste/diger)")
         self.split, self.cfg, self.vocab, self.progress, self.log = split, cfg, vocab, progress, log
@@ -148,22 +188,30 @@ class Trainer:
         self.item_ids = item_ids.to(self.device) if item_ids is not None else None
         # two-stage: the item -> token table, on the CPU where make_batch builds batches
         self.item_tokens = vocab.codes_to_tokens(item_ids.long()).cpu() if item_ids is not None else None
+        if init_state is not None:  # warm start (e.g. from a Two-Stage run): recommender weights only
+            self.model.load_state_dict(init_state)
         rec_params = list(self.model.parameters())
+        total_steps = cfg.epochs * len(epoch_batches(split.train, cfg, 1))
+        self.tok_sched = None
         if self.joint is not None:
             rec_params += list(self.joint.proj.parameters())  # the projection is part of the recommender
-            self.tok_opt = torch.optim.AdamW(self.joint.rqvae.parameters(), lr=cfg.tokenizer_lr,
-                                             weight_decay=cfg.weight_decay)
+            tok = tokenizer_params(self.joint.rqvae, self.joint.joint.tokenizer_train, cfg.tokenizer_lr)
+            self.tok_opt = torch.optim.AdamW(tok, lr=cfg.tokenizer_lr, weight_decay=cfg.weight_decay) if tok else None
+            if self.tok_opt is not None:
+                self.tok_sched = torch.optim.lr_scheduler.LambdaLR(self.tok_opt, lr_lambda(cfg, total_steps))
             self.sigma_opt = (torch.optim.SGD(self.joint.sigma.parameters(), lr=self.joint.assign.sdud_lr)
                               if self.joint.sigma is not None else None)
+            self.tracker = DG.ParamTracker(self.joint.rqvae)
+            self.probe = DG.probe_indices(split.train, cfg.seed)
         self.opt = torch.optim.AdamW(rec_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warm = max(cfg.warmup_steps, 1)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, total_steps))
         self.ckpt_dir = Path(ckpt_dir)
         self.fingerprint = fingerprint(run_config)
         self.state: dict[str, Any] = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [],
                                       "wall": 0.0}
         self.init_det: torch.Tensor | None = None
         self.prev_det: torch.Tensor | None = None
+        self.prev_full: torch.Tensor | None = None  # last refresh's full IDs (for the churn probe)
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
@@ -171,9 +219,11 @@ class Trainer:
              "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "rng": rng_state()}
         if self.joint is not None:
             p["joint"] = self.joint.state_dict()
-            p["tok_opt"] = self.tok_opt.state_dict()
+            if self.tok_opt is not None:
+                p["tok_opt"], p["tok_sched"] = self.tok_opt.state_dict(), self.tok_sched.state_dict()
             p["gen"] = self.joint.generator.get_state()
-            p["init_det"], p["prev_det"] = self.init_det, self.prev_det
+            p["init_det"], p["prev_det"], p["prev_full"] = self.init_det, self.prev_det, self.prev_full
+            p["tracker"] = self.tracker.last
             if self.sigma_opt is not None:
                 p["sigma_opt"] = self.sigma_opt.state_dict()
             if self.joint.freq is not None:
@@ -187,9 +237,13 @@ class Trainer:
         self.state = ckpt["state"]
         if self.joint is not None:
             self.joint.load_state_dict(ckpt["joint"])
-            self.tok_opt.load_state_dict(ckpt["tok_opt"])
+            if self.tok_opt is not None:
+                self.tok_opt.load_state_dict(ckpt["tok_opt"])
+                self.tok_sched.load_state_dict(ckpt["tok_sched"])
             self.joint.generator.set_state(ckpt["gen"])
             self.init_det, self.prev_det = ckpt["init_det"].to(self.device), ckpt["prev_det"].to(self.device)
+            self.prev_full = ckpt["prev_full"].to(self.device)
+            self.tracker.last = ckpt["tracker"]
             if self.sigma_opt is not None:
                 self.sigma_opt.load_state_dict(ckpt["sigma_opt"])
             if self.joint.freq is not None:
@@ -216,7 +270,7 @@ class Trainer:
         if self.joint is None:
             b = make_batch(samples, batch_idx, self.item_tokens)
             return (b.input_ids.to(self.device), b.attention_mask.to(self.device), b.labels.to(self.device),
-                    None, None, None)
+                    None, None, None, None)
         hist = torch.from_numpy(samples.history[batch_idx, : int(samples.length[batch_idx].max())]).to(self.device)
         target = torch.from_numpy(samples.target[batch_idx]).to(self.device)
         valid = hist >= 0
@@ -224,14 +278,22 @@ class Trainer:
         flat_valid = valid.flatten()
         real = hist.flatten()[flat_valid]  # padding is not an item: it is neither tokenised nor counted
         items, inv = torch.unique(torch.cat([real, target]), return_inverse=True)
-        sid = self.joint.batch_sid(items)
+        t_inv = inv[len(real):]
+        is_target = torch.zeros(len(items), dtype=torch.bool, device=self.device)
+        is_target[t_inv] = True
+        sid = self.joint.batch_sid(items, count=is_target)
         h_inv = torch.zeros(B * L, dtype=torch.long, device=self.device)
         h_inv[flat_valid] = inv[: len(real)]
-        h_inv, t_inv = h_inv.view(B, L), inv[len(real):]
+        h_inv = h_inv.view(B, L)
         mask = valid.repeat_interleave(n_tok, dim=1)
         input_ids = sid.tokens[h_inv].reshape(B, L * n_tok).masked_fill(~mask, 0)
-        input_extra = (sid.extras[h_inv] * valid[..., None, None]).reshape(B, L * n_tok, -1)
-        return input_ids, mask, sid.tokens[t_inv], input_extra, sid.extras[t_inv], sid
+        input_extra = dec_extra = None
+        if sid.extras is not None:
+            input_extra = (sid.extras[h_inv] * valid[..., None, None]).reshape(B, L * n_tok, -1)
+            dec_extra = sid.extras[t_inv]
+        same = (sid.train_codes == sid.det_codes).all(dim=1)  # the fed ID is the one inference would use now
+        agree = (int(same[inv[: len(real)]].sum()), len(real), int(same[t_inv].sum()), len(t_inv))
+        return input_ids, mask, sid.tokens[t_inv], input_extra, dec_extra, sid, agree
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg, samples = self.cfg, self.split.train
@@ -240,15 +302,18 @@ class Trainer:
             self.joint.train()
         batches = epoch_batches(samples, cfg, epoch)
         sums = {"loss": 0.0, "loss_gen": 0.0, "loss_vq": 0.0, "loss_recon": 0.0}
-        agree = total = 0
+        counts = np.zeros(6, dtype=np.int64)  # sampled==det over unique items, input tokens, label tokens
         bar = progress_bar(batches, desc=f"epoch {epoch}", disable=not self.progress, unit="batch")
         for step, idx in enumerate(bar):
-            input_ids, mask, labels, input_extra, decoder_extra, sid = self._step_inputs(idx, samples)
+            input_ids, mask, labels, input_extra, decoder_extra, sid, agree = self._step_inputs(idx, samples)
             self.opt.zero_grad(set_to_none=True)
-            if sid is not None:
+            if self.joint is not None and self.tok_opt is not None:
                 self.tok_opt.zero_grad(set_to_none=True)
+            sid_loss = None if sid is None else sid.out.loss_vq + sid.out.loss_recon
+            if sid_loss is not None and not sid_loss.requires_grad:  # frozen tokenizer: nothing to send back
+                sid_loss = None
             l_gen = gen_backward(self.model, cfg.micro_batch_size, input_ids, mask, labels, input_extra, decoder_extra,
-                                 None if sid is None else sid.out.loss_vq + sid.out.loss_recon)
+                                 sid_loss)
             loss = l_gen
             if sid is not None:  # section 4.3: L_gen + L_vq + L_recon
                 loss = l_gen + sid.out.loss_vq.detach() + sid.out.loss_recon.detach()
@@ -263,16 +328,8 @@ class Trainer:
             self.opt.step()
             self.sched.step()
             if sid is not None:
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.joint.rqvae.parameters(), cfg.grad_clip)
-                self.tok_opt.step()
-                if self.sigma_opt is not None:  # Eq. 9: sigma follows L_gen towards its stationary point
-                    self.sigma_opt.zero_grad(set_to_none=True)
-                    self.joint.sigma.loss(l_gen.detach()).backward()
-                    self.sigma_opt.step()
-                    self.joint.sigma.project_()
-                agree += int((sid.codes == sid.det_codes).all(dim=1).sum())
-                total += len(sid.codes)
+                self._tokenizer_step(l_gen)
+                counts += np.array([int((sid.codes == sid.det_codes).all(dim=1).sum()), len(sid.codes), *agree])
                 sums["loss_vq"] += sid.out.loss_vq.item()
                 sums["loss_recon"] += sid.out.loss_recon.item()
             sums["loss"] += loss.item()
@@ -282,24 +339,52 @@ class Trainer:
         n = max(len(batches), 1)
         rec = {k: v / n for k, v in sums.items()}
         if self.joint is not None:
-            rec["agreement"] = agree / max(total, 1)
+            rec["agreement"] = counts[0] / max(counts[1], 1)  # sampled == deterministic, unique batch items
+            rec["agreement_input"] = counts[2] / max(counts[3], 1)  # fed history IDs == current deterministic IDs
+            rec["agreement_label"] = counts[4] / max(counts[5], 1)  # fed label IDs == current deterministic IDs
         return rec
 
-    def dynamics(self, det: torch.Tensor) -> dict[str, float]:
+    def _tokenizer_step(self, l_gen: torch.Tensor) -> None:
+        cfg = self.cfg
+        if self.tok_opt is not None:
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for g in self.tok_opt.param_groups for p in g["params"]], cfg.grad_clip)
+            self.tok_opt.step()
+            self.tok_sched.step()
+        if self.sigma_opt is not None:  # Eq. 9: sigma follows L_gen towards its stationary point
+            self.sigma_opt.zero_grad(set_to_none=True)
+            self.joint.sigma.loss(l_gen.detach()).backward()
+            self.sigma_opt.step()
+            self.joint.sigma.project_()
+
+    def dynamics(self, det: torch.Tensor, train_rec: dict[str, float] | None = None) -> dict[str, float]:
         """Section 8 / Appendix A: coverage, effective codes, collisions, drift against the previous epoch
-        and against the initial IDs."""
-        K = self.joint.K
+        and against the initial IDs; plus the per-epoch diagnostics of ``diagnostics.py``."""
+        joint, K = self.joint, self.joint.K
         use = M.code_usage(det, K)
-        rec: dict[str, float] = {"collision_rate": M.collision_rate(det),
-                                 "shared_id_rate": M.collision_rate(self.joint.full_ids(det))}
+        full = joint.full_ids(det)
+        rec: dict[str, float] = {"collision_rate": M.collision_rate(det), "shared_id_rate": M.collision_rate(full),
+                                 "max_conflict": int(joint.conflict.max())}
         for j in range(det.shape[1]):
             rec[f"coverage_l{j}"] = float(use.coverage[j])
             rec[f"effective_l{j}"] = float(use.effective[j])
         rec["drift_inc"] = M.sid_drift(self.prev_det, det) if self.prev_det is not None else 0.0
         rec["drift_cum"] = M.sid_drift(self.init_det, det) if self.init_det is not None else 0.0
-        rec["sigma"] = self.joint.sigma.value if self.joint.sigma is not None else float("nan")
-        rec["hot_codes"] = (float(sum(self.joint.freq.hot_counts(self.joint.assign.frqud_r)))
-                            if self.joint.freq is not None else float("nan"))
+        rec.update(DG.level_drift(self.prev_det, det, "drift_inc"))
+        rec.update(DG.level_drift(self.init_det, det, "drift_cum"))
+        rec.update(self.tracker.step())
+        for j, gap in enumerate(joint.rqvae.logit_gaps(joint.item_emb, joint.assign.sim)):
+            rec[f"logit_gap_l{j}"] = gap
+        rec["sigma"] = joint.sigma.value if joint.sigma is not None else float("nan")
+        rec["sigma_star"] = (DG.sigma_star(train_rec["loss_gen"], joint.assign.sdud_lambda)
+                             if train_rec is not None else float("nan"))
+        rec["hot_codes"] = (float(sum(joint.freq.hot_counts(joint.assign.frqud_r)))
+                            if joint.freq is not None else float("nan"))
+        table = joint.token_table(self.model.embed_weight())
+        rec["probe_loss_new_ids"] = DG.probe_loss(self.model, self.split.train, self.probe, full, self.vocab, table)
+        rec["probe_loss_old_ids"] = (DG.probe_loss(self.model, self.split.train, self.probe, self.prev_full, self.vocab,
+                                                   table) if self.prev_full is not None else float("nan"))
+        self.prev_full = full.clone()
         return rec
 
     def validate(self) -> tuple[dict[str, float], torch.Tensor, torch.Tensor | None]:
@@ -325,7 +410,7 @@ class Trainer:
             self.init_det = self.prev_det = det.clone()
             self.joint.set_epoch(0, det)
             rec = {"epoch": 0, **{f"val_{k}": v for k, v in met.items()}, **self.dynamics(det),
-                   "agreement": float("nan")}
+                   "agreement": float("nan"), "agreement_input": float("nan"), "agreement_label": float("nan")}
             rec["val_ndcg10"] = met["N@10"]
             self.state["history"].append(rec)
             self.state["best"], self.state["best_epoch"] = met["N@10"], 0
@@ -349,7 +434,7 @@ class Trainer:
             met, ids, det = self.validate()
             rec = {"epoch": epoch, **train_rec, **{f"val_{k}": v for k, v in met.items()}, "val_ndcg10": met["N@10"]}
             if det is not None:
-                rec.update(self.dynamics(det))
+                rec.update(self.dynamics(det, train_rec))
                 self.prev_det = det.clone()
                 self.joint.set_epoch(epoch, det)
             rec["seconds"] = time.time() - te
@@ -376,14 +461,16 @@ class Trainer:
                 self.joint.load_state_dict(best["joint"])
         ids, det = self.current_ids()
         table = self.joint.token_table(self.model.embed_weight()) if self.joint is not None else None
+        ranks: list[int] = []
         test = evaluate(self.model, self.split.test, ids, self.vocab, self.cfg, token_table=table,
-                        progress=self.progress)
+                        progress=self.progress, ranks=ranks)
         hist = self.state["history"]
         best_rec = next((r for r in hist if r["epoch"] == self.state["best_epoch"]), {})
         valid = {k[4:]: v for k, v in best_rec.items() if k.startswith("val_") and k != "val_ndcg10"}
         usage = M.code_usage(det, self.joint.K).counts if det is not None else None
         return TrainResult(hist, int(self.state["best_epoch"]), valid, test, ids.cpu().numpy(),
-                           None if usage is None else np.asarray(usage), self.state["wall"], resumed, stop_reason)
+                           None if usage is None else np.asarray(usage), self.state["wall"], resumed, stop_reason,
+                           np.asarray(ranks, dtype=np.int64))
 
 
 def _fmt(rec: dict[str, Any]) -> str:

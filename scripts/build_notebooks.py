@@ -271,11 +271,17 @@ decay: str = "none"  # diger: none | sdud | frqud | sdud+frqud | tau_anneal
 noise: str = "gumbel"  # diger: gumbel | gaussian | none
 update: str = "soft"  # diger: soft (Eq. 8) | hard
 tau: float = 2.0  # Gumbel-softmax temperature
-sim: str = "distance"  # Eq. 5 similarity: distance (negative squared distance) | gaussian (scaled by the quantisation error)
+sim: str = "distance"  # scale of the Eq. 5 logits: distance (-squared distance) | gaussian (over the quantisation error) | minmax (authors' code)
 vq_codes: str = "deterministic"  # codes of L_vq and L_recon in joint training: deterministic | sampled
+labels: str = "sampled"  # joint: IDs the recommender reads and predicts: sampled (this step's codes) | deterministic (the epoch's table)
+coupling: str = "gradient"  # joint: gradient (L_gen reaches the tokenizer through W e) | none (authors' public code)
+tokenizer_train: str = "all"  # joint: tokenizer parts that train: all | codebooks | last_layer | none
+proj_init: str = "random"  # joint: initial projection W: random | zero (starts exactly as Two-Stage)
 sdud_lambda: float = 1.4  # lambda of Eq. 9
+frqud_mode: str = "per_code"  # FrqUD: per_code (Eq. 13, noise on hot codes) | per_item (authors' code: hot items get noise everywhere)
 frqud_r: float = 1.5  # hot-code threshold ratio r (Eq. 11)
-frqud_beta: float = 0.25  # EMA factor beta (Eq. 10)
+frqud_beta: float = 0.25  # per_code: EMA factor beta over epochs (Eq. 10)
+frqud_momentum: float = 0.99  # per_item: per-step EMA momentum of level-1 code frequencies
 codebook_size: int = 256  # K of the tokenizer to load (notebook 03)
 n_levels: int = 3  # m of the tokenizer to load
 max_history: int = 20  # history length in items
@@ -290,8 +296,11 @@ epochs: int = 200  # maximum epochs (early stopping usually ends sooner)
 patience: int = 10  # epochs without a better validation NDCG@10 before stopping
 batch_size: int = 256  # training batch size
 lr: float = 1e-3  # recommender learning rate
-tokenizer_lr: float = 1e-4  # tokenizer learning rate (joint methods)
+tokenizer_lr: float = 1e-4  # tokenizer learning rate (joint methods); 0 freezes the tokenizer
 weight_decay: float = 0.05  # AdamW weight decay
+lr_schedule: str = "constant"  # constant | warmup_cosine (cosine decay to 0 over `epochs`)
+warmup_steps: int = 0  # linear learning-rate warm-up steps
+init_from: str = ""  # warm start: name of a finished notebook-04 run (e.g. 04_train_recommender__two_stage) whose best recommender weights start this run
 beam_size: int = 20  # beams of the constrained beam search
 topk: int = 10  # items returned per user
 eval_batch_size: int = 64  # users per beam search call (speed only)
@@ -305,8 +314,8 @@ resume: bool = True  # continue from the last checkpoint of this run if there is
 '''),
     ("code", SETUP + '''
 from diger_lib import data as D, metrics as M, rqvae as RQ
-from diger_lib.config import (AssignConfig, DataConfig, Method, NOT_FINGERPRINTED, RecommenderConfig, TrainConfig, ConfigError,
-                              to_dict)
+from diger_lib.config import (AssignConfig, DataConfig, JointConfig, Method, NOT_FINGERPRINTED, RecommenderConfig, TrainConfig,
+                              ConfigError, to_dict)
 from diger_lib.joint import JointTokenizer, assign_config_for
 from diger_lib.training import Trainer, resolve_device
 from diger_lib.checkpoint import seed_everything
@@ -315,11 +324,12 @@ data_cfg = DataConfig(dataset=dataset, data_root=data_root, max_history=max_hist
 model_cfg = RecommenderConfig(d_model=d_model, n_heads=n_heads, d_kv=d_kv, d_ff=d_ff, n_encoder_layers=n_encoder_layers,
                               n_decoder_layers=n_decoder_layers, dropout=dropout)
 train_cfg = TrainConfig(method=method, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, tokenizer_lr=tokenizer_lr,
-                        weight_decay=weight_decay, beam_size=beam_size, topk=topk, eval_batch_size=eval_batch_size,
+                        weight_decay=weight_decay, lr_schedule=lr_schedule, warmup_steps=warmup_steps, beam_size=beam_size, topk=topk, eval_batch_size=eval_batch_size,
                         micro_batch_size=micro_batch_size, max_eval_users=max_eval_users, samples_per_epoch=samples_per_epoch, time_budget_minutes=time_budget_minutes,
                         seed=seed, device=device)
 assign_cfg = assign_config_for(train_cfg.method, AssignConfig(noise=noise, update=update, decay=decay, tau=tau, sim=sim, vq_codes=vq_codes, sdud_lambda=sdud_lambda,
-                                                              frqud_r=frqud_r, frqud_beta=frqud_beta))
+                                                              frqud_mode=frqud_mode, frqud_r=frqud_r, frqud_beta=frqud_beta, frqud_momentum=frqud_momentum))
+joint_cfg = JointConfig(labels=labels, coupling=coupling, tokenizer_train=tokenizer_train, proj_init=proj_init)
 if ids not in ("ours", "letter"):
     raise ConfigError(f"ids={ids!r} must be 'ours' or 'letter'")
 if ids == "letter" and train_cfg.method != Method.TWO_STAGE:
@@ -328,7 +338,8 @@ seqs = D.load_interactions(data_root, dataset)
 split = D.split_leave_one_out(seqs, max_history)
 dev = resolve_device(device)
 run_config = {"data": to_dict(data_cfg), "model": to_dict(model_cfg), "train": {k: v for k, v in to_dict(train_cfg).items() if k not in NOT_FINGERPRINTED},
-              "assign": to_dict(assign_cfg), "ids": ids, "K": codebook_size, "m": n_levels}
+              "assign": to_dict(assign_cfg), "joint": to_dict(joint_cfg), "ids": ids, "K": codebook_size, "m": n_levels,
+              "init_from": init_from}
 print(json.dumps(run_config, indent=1))
 '''),
     ("code", '''
@@ -365,10 +376,14 @@ else:
             tok.load_state_dict(saved["state_dict"])
             X = torch.from_numpy(np.load(nbutils.dataset_artifacts(artifacts_dir, dataset) / "item_emb.npy")).float()
             seed_everything(seed)  # the projection W is initialised here
-            joint = JointTokenizer(tok, assign_cfg, X.to(dev), model_cfg.d_model, seed=seed)
+            joint = JointTokenizer(tok, assign_cfg, X.to(dev), model_cfg.d_model, seed=seed, joint=joint_cfg)
     vocab = SIDVocab(n_levels + 1 if ids == "ours" else item_ids.shape[1], K)
-    trainer = Trainer(split, train_cfg, model_cfg, vocab, item_ids=item_ids, joint=joint, ckpt_dir=ckpt_dir, run_config=run_config)
+    runs_art = nbutils.dataset_artifacts(artifacts_dir, dataset) / "runs"
+    init_state = nbutils.finished_run_weights(runs_art, init_from) if init_from else None
+    trainer = Trainer(split, train_cfg, model_cfg, vocab, item_ids=item_ids, joint=joint, ckpt_dir=ckpt_dir, run_config=run_config,
+                      init_state=init_state)
     result = trainer.fit(resume=resume)
+    nbutils.write_json(runs_art / run_name / "finished.json", {"fingerprint": ckpt_dir.name})  # for init_from
     test, valid, best_epoch, wall = result.test, result.valid, result.best_epoch, result.wall_seconds
     stop_reason = result.stop_reason  # early_stopping | max_epochs | time_budget (then not converged: resume)
     print(f"training stopped by {stop_reason} after epoch {trainer.state['epoch']} (best epoch {best_epoch})")
@@ -376,6 +391,7 @@ else:
     history.to_csv(OUT / "history.csv", index=False)
     if result.usage is not None:
         nbutils.write_json(OUT / "usage.json", {"K": K, "counts": np.asarray(result.usage).tolist()})
+    nbutils.write_ranks(OUT / "test_ranks.txt.gz", result.test_ranks)  # per test user, for paired bootstraps
 pd.DataFrame([{"split": "valid (best epoch)", **valid}, {"split": "test", **test}])
 '''),
     ("code", '''
@@ -385,6 +401,8 @@ if label is None:
     if noise != "gumbel" or update != "soft":
         label += f" noise={noise} update={update}"
 metrics = {"label": label, "dataset": dataset, "method": method, "ids": ids, "decay": decay, "noise": noise, "update": update,
+           "labels": labels, "coupling": coupling, "tokenizer_train": tokenizer_train, "tokenizer_lr": tokenizer_lr, "sim": sim,
+           "frqud_mode": frqud_mode, "proj_init": proj_init, "lr_schedule": lr_schedule, "init_from": init_from,
            "K": codebook_size, "m": n_levels, **test, **{f"valid_{k}": v for k, v in valid.items()}, "best_epoch": best_epoch, "stop_reason": stop_reason,
            "epochs_run": 0 if history is None else int(history["epoch"].max()), "n_test_users": len(split.test),
            "n_encoder_layers": n_encoder_layers, "n_decoder_layers": n_decoder_layers, "d_model": d_model, "seed": seed}
@@ -402,7 +420,9 @@ NB05 = nb("05_sid_dynamics_figures", """
 Reads the per-epoch tables (`history.csv`) and the best-checkpoint code usage (`usage.json`) that notebook 04
 wrote for each joint run of this profile; nothing is retrained. Figure 2: validation NDCG@10 and mean code
 coverage (error bars across levels), DIGER vs STE. Figure 6: incremental drift, cumulative drift and
-train-inference agreement. Figure 7: 16x16 code-usage heatmaps per level at the best checkpoint.
+train-inference agreement. Figure 7: 16x16 code-usage heatmaps per level at the best checkpoint. A fourth figure,
+`diagnostics`, draws the per-epoch diagnostics of joint training (drift per level, agreement on input and label
+tokens, tokenizer change, logit gaps, the churn probe, SDUD's sigma beside sigma*).
 """, [
     ("params", '''
 runs: str = "ste,diger_none,diger_sdud,diger_frqud"  # notebook-04 variants of this profile to draw
@@ -418,12 +438,16 @@ for name in names:
         raise FileNotFoundError(f"{d / 'history.csv'} not found: run notebook 04 variant {name!r} in this profile first")
     met = json.loads((d / "metrics.json").read_text())
     labels[name] = met["label"]
-    h = pd.read_csv(d / "history.csv"); h["label"] = met["label"]; h["run"] = name
-    frames.append(h)
-    early[met["label"]] = met["best_epoch"]
+    h = pd.read_csv(d / "history.csv"); h["run"] = name
+    frames.append((name, h, met, d))
+if len(set(labels.values())) < len(labels):  # several runs of one method (a study): name them by run
+    labels = {n: f"{labels[n]} [{n}]" for n in names}
+for name, h, met, d in frames:
+    h["label"] = labels[name]
+    early[labels[name]] = met["best_epoch"]
     if (d / "usage.json").is_file():
-        u = json.loads((d / "usage.json").read_text()); usage[met["label"]] = np.asarray(u["counts"])
-df = pd.concat(frames, ignore_index=True)
+        u = json.loads((d / "usage.json").read_text()); usage[labels[name]] = np.asarray(u["counts"])
+df = pd.concat([h for _, h, _, _ in frames], ignore_index=True)
 df.to_csv(OUT / "sid_dynamics.csv", index=False)
 df[[c for c in ["label", "epoch", "val_ndcg10", "drift_inc", "drift_cum", "agreement", "sigma", "hot_codes", "collision_rate"] if c in df]]
 '''),
@@ -432,7 +456,9 @@ pair = [labels[main_diger]] + [labels[n] for n in names if n == "ste"]
 f2 = plots.fig2_ndcg_and_coverage(df, labels=pair, early_stop={l: early[l] for l in pair})
 f6 = plots.fig6_sid_dynamics(df, labels=[labels[n] for n in names])
 f7 = plots.fig7_code_usage_heatmaps({labels[n]: usage[labels[n]] for n in names if labels[n] in usage})
+f8 = plots.diagnostics_figure(df, labels=[labels[n] for n in names])
 saved = plots.save_figure(f2, FIG / "fig2_ndcg_coverage") + plots.save_figure(f6, FIG / "fig6_sid_dynamics") + plots.save_figure(f7, FIG / "fig7_code_usage")
+saved += plots.save_figure(f8, FIG / "diagnostics")
 last = df.sort_values("epoch").groupby("label").tail(1).set_index("label")
 m = {"n_runs": len(names), "figures": len(saved)}
 for lab, row in last.iterrows():
@@ -451,9 +477,14 @@ NB06 = nb("06_results_tables", """
 # 06 · Results tables with the paper's numbers beside ours
 
 Collects every `metrics.json` that notebook 04 wrote in this profile and sets them beside the paper's Table 2
-(and Table 4/5 rows where a run matches). The numbers come only from the runs' files.
+(and Table 4/5 rows where a run matches). The numbers come only from the runs' files. With a `baseline` run, every
+other run is compared with it (or with its partner in `pairs`) by a paired bootstrap over the same test users:
+the difference in R@10 and N@10 with its 95% interval.
 """, [
     ("params", '''
+baseline: str = ""  # run (notebook-04 variant) every other run is compared with by a paired bootstrap; empty = none
+pairs: str = ""  # run:partner,... comparisons that replace the baseline for those runs
+n_boot: int = 10000  # bootstrap resamples of the test users
 '''),
     ("code", SETUP + '''
 rows = []
@@ -478,6 +509,29 @@ for i, r in ours.iterrows():
         p = abl["DIGER-w/o UD"]
     for k in ("R@5", "R@10", "N@5", "N@10"):
         ours.loc[i, f"paper_{k}"] = p[k] if p else float("nan")
+if baseline:
+    from diger_lib import metrics as M
+    partner = dict(p.split(":") for p in pairs.split(",") if p.strip())
+    def ranks_of(run):
+        f = Path(runs_dir) / f"04_train_recommender__{run}" / "test_ranks.txt.gz"
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found: run {run!r} has no per-user test ranks (rerun it with this code)")
+        return nbutils.read_ranks(f)
+    for i, r in ours.iterrows():
+        other = partner.get(r["run"], baseline)
+        if r["run"] == other or r["label"] == "MostPopular" or not (Path(runs_dir) / f"04_train_recommender__{other}").is_dir():
+            continue
+        ours.loc[i, "vs"] = other
+        for k in ("R@10", "N@10"):
+            b = M.paired_bootstrap(ranks_of(r["run"]), ranks_of(other), k, n_boot=n_boot)
+            ours.loc[i, f"d{k}"], ours.loc[i, f"d{k}_lo"], ours.loc[i, f"d{k}_hi"] = b["diff"], b["lo"], b["hi"]
+    for i, r in ours.iterrows():  # the SID dynamics at the end of each joint run
+        h = Path(runs_dir) / f"04_train_recommender__{r['run']}" / "history.csv"
+        if h.is_file():
+            last = pd.read_csv(h).iloc[-1]
+            for c in ("drift_cum", "drift_inc", "agreement_label", "collision_rate"):
+                if c in last:
+                    ours.loc[i, c] = last[c]
 ours
 '''),
     ("code", '''

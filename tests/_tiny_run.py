@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from diger_lib import data as D
-from diger_lib.config import AssignConfig, RecommenderConfig, RQVAEConfig, TrainConfig, to_dict
+from diger_lib.config import AssignConfig, JointConfig, RecommenderConfig, RQVAEConfig, TrainConfig, to_dict
 from diger_lib.joint import JointTokenizer, assign_config_for
 from diger_lib.rqvae import RQVAE, add_conflict_codes
 from diger_lib.training import Trainer
@@ -18,7 +18,8 @@ TINY = RecommenderConfig(d_model=16, n_heads=2, d_kv=8, d_ff=32, n_encoder_layer
 
 
 def build(method: str, ckpt_dir, epochs: int = 4, decay: str = "sdud+frqud", lr: float = 2e-3,
-          time_budget_minutes: float = 0.0) -> Trainer:
+          time_budget_minutes: float = 0.0, assign: dict | None = None, joint: dict | None = None,
+          train: dict | None = None, init_state: dict | None = None) -> Trainer:
     torch.manual_seed(0)
     seqs = D.load_interactions(FIXTURES, "Tiny")
     split = D.split_leave_one_out(seqs, 20)
@@ -26,16 +27,18 @@ def build(method: str, ckpt_dir, epochs: int = 4, decay: str = "sdud+frqud", lr:
     rq = RQVAE(12, RQVAEConfig(codebook_size=8, n_levels=2, code_dim=4, hidden_dims=(16,)))
     rq.kmeans_init_(X, iters=5, seed=0)
     cfg = TrainConfig(method=method, epochs=epochs, patience=10, batch_size=64, lr=lr, beam_size=10, topk=10,
-                      time_budget_minutes=time_budget_minutes)
-    run_config = {"method": method, "decay": decay, "lr": lr}  # epochs is an upper bound: raising it resumes
+                      time_budget_minutes=time_budget_minutes, **(train or {}))
+    run_config = {"method": method, "decay": decay, "lr": lr,  # epochs is an upper bound: raising it resumes
+                  "assign": assign, "joint": joint, "train": train}
     if method == "two_stage":
         ids = add_conflict_codes(rq.deterministic_codes(X), 8)
         return Trainer(split, cfg, TINY, SIDVocab(3, 8), item_ids=ids, ckpt_dir=ckpt_dir, run_config=run_config,
-                       progress=False, log=lambda s: None)
-    joint = JointTokenizer(rq, assign_config_for(cfg.method, AssignConfig(decay=decay)), X, TINY.d_model, seed=0)
-    joint.refresh_ids()
-    return Trainer(split, cfg, TINY, joint.vocab, joint=joint, ckpt_dir=ckpt_dir, run_config=run_config,
-                   progress=False, log=lambda s: None)
+                       progress=False, log=lambda s: None, init_state=init_state)
+    tok = JointTokenizer(rq, assign_config_for(cfg.method, AssignConfig(decay=decay, **(assign or {}))), X, TINY.d_model,
+                         seed=0, joint=JointConfig(**(joint or {})))
+    tok.refresh_ids()
+    return Trainer(split, cfg, TINY, tok.vocab, joint=tok, ckpt_dir=ckpt_dir, run_config=run_config,
+                   progress=False, log=lambda s: None, init_state=init_state)
 
 
 def _nan_to_none(v):

@@ -37,7 +37,7 @@ def _setup(method: str, tmp_path, detach: bool = False, K: int = 8, **assign):
 def _lgen_grads(tr, n: int = 64):
     """Backpropagate L_gen ALONE (no L_vq / L_recon) of one batch; return grads and the batch's codes."""
     idx = np.arange(len(tr.split.train))[:n]
-    input_ids, mask, labels, input_extra, decoder_extra, sid = tr._step_inputs(idx, tr.split.train)
+    input_ids, mask, labels, input_extra, decoder_extra, sid, _ = tr._step_inputs(idx, tr.split.train)
     tr.model.zero_grad(); tr.joint.zero_grad()
     tr.model(input_ids, mask, labels, input_extra=input_extra, decoder_extra=decoder_extra).loss.backward()
     rq = tr.joint.rqvae
@@ -81,7 +81,7 @@ def test_inference_table_equals_per_item_extras(tmp_path):
     tr.model.eval()
     idx = np.arange(10)
     tr.joint.assign = AssignConfig(noise="none")
-    input_ids, mask, labels, input_extra, decoder_extra, sid = tr._step_inputs(idx, tr.split.train)
+    input_ids, mask, labels, input_extra, decoder_extra, sid, _ = tr._step_inputs(idx, tr.split.train)
     assert (sid.codes == sid.det_codes).all()
     a = tr.model(input_ids, mask, labels, input_extra=input_extra, decoder_extra=decoder_extra).logits
     b = tr.model(input_ids, mask, labels, token_table=tr.joint.token_table(tr.model.embed_weight())).logits

@@ -83,7 +83,7 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     d = runs / "04_train_recommender__diger_sdud_frqud"
     hist = (d / "history.csv").read_text().splitlines()
     epochs_run = json.loads((d / "metrics.json").read_text())["epochs_run"]
-    assert hist[0].count("sigma") == 1 and len(hist) == 1 + 1 + epochs_run  # header, epoch 0, epochs 1..n
+    assert hist[0].split(",").count("sigma") == 1 and len(hist) == 1 + 1 + epochs_run  # header, epoch 0, epochs 1..n
     # Same seed, same config: an independent rerun (fresh checkpoints) writes an identical metrics.json.
     stem, variant, params = next(s for s in steps_for("smoke") if s[1] == "two_stage")
     first = (runs / f"{stem}__{variant}" / "metrics.json").read_text()

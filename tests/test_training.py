@@ -67,7 +67,7 @@ def _batch_grads(trainer, micro: int) -> tuple[float, dict[str, torch.Tensor]]:
     gen = trainer.joint.generator.get_state() if trainer.joint is not None else None
     torch.manual_seed(0)
     idx = np.arange(40)
-    input_ids, mask, labels, extra, dec_extra, sid = trainer._step_inputs(idx, trainer.split.train)
+    input_ids, mask, labels, extra, dec_extra, sid, _ = trainer._step_inputs(idx, trainer.split.train)
     params = dict(trainer.model.named_parameters())
     if trainer.joint is not None:
         params.update({f"joint.{k}": v for k, v in trainer.joint.named_parameters()})

@@ -1,0 +1,195 @@
+"""The switches of the DIGER diagnosis study (labels, coupling, tokenizer parts, FrqUD reading, W init, LR schedule,
+warm start), the per-epoch diagnostics and the paired bootstrap. Each test fails if its switch stops working."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diger_lib import metrics as M
+from diger_lib.assignment import assign_level
+from diger_lib.config import AssignConfig, ConfigError, JointConfig, LRSchedule, TrainConfig
+from diger_lib.diagnostics import sigma_star
+from diger_lib.training import lr_lambda
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny_run import build  # noqa: E402
+from test_joint import _setup, reaches_tokenizer  # noqa: E402
+
+LOUD = dict(decay="none")  # noise on every logit; the tests raise its scale to make sampled codes random
+
+
+def _inputs(tr, n=64):
+    return tr._step_inputs(np.arange(len(tr.split.train))[:n], tr.split.train)
+
+
+def _loud(tr, scale=100.0):
+    tr.joint.noise_scale = lambda: scale  # Gumbel noise far above every logit gap
+    return tr
+
+
+def test_deterministic_labels_read_the_epoch_table(tmp_path):
+    tr = _loud(build("diger", tmp_path / "d", joint={"labels": "deterministic"}, **LOUD))
+    input_ids, mask, labels, _, _, sid, _ = _inputs(tr)
+    assert (sid.codes != sid.det_codes).any()  # the noise does re-draw codes ...
+    assert (sid.train_codes == sid.det_codes).all()  # ... but the recommender reads the table (= det codes here)
+    table_tokens = tr.joint.vocab.codes_to_tokens(tr.joint.table)
+    targets = torch.from_numpy(tr.split.train.target[:64])
+    assert torch.equal(labels.cpu(), table_tokens[targets])
+    tr2 = _loud(build("diger", tmp_path / "s", **LOUD))  # default: the sampled codes
+    _, _, labels2, _, _, sid2, _ = _inputs(tr2)
+    assert not torch.equal(labels2.cpu(), tr2.joint.vocab.codes_to_tokens(tr2.joint.table)[targets])
+
+
+def test_agreement_counts_follow_the_label_source(tmp_path):
+    det = _loud(build("diger", tmp_path / "d", joint={"labels": "deterministic"}, **LOUD))
+    a = _inputs(det)[-1]
+    assert a[0] == a[1] and a[2] == a[3]  # table == current det codes before any step
+    smp = _loud(build("diger", tmp_path / "s", **LOUD))
+    b = _inputs(smp)[-1]
+    assert b[0] < b[1] and b[2] < b[3]
+
+
+def test_coupling_none_cuts_lgen_from_the_tokenizer(tmp_path):
+    assert reaches_tokenizer(_setup("diger", tmp_path))
+    tr = _setup("diger", tmp_path)
+    tr.joint.joint = JointConfig(coupling="none")
+    _, _, _, input_extra, dec_extra, sid, _ = _inputs(tr)
+    assert input_extra is None and dec_extra is None and sid.extras is None
+    table = tr.model.embed_weight()
+    assert torch.equal(tr.joint.token_table(table), table)  # inference adds nothing either
+    tr.joint.joint = JointConfig()
+    assert not torch.equal(tr.joint.token_table(table), table)
+
+
+def _tok_state(tr):
+    rq = tr.joint.rqvae
+    return [p.detach().clone() for p in rq.encoder.parameters()], rq.codebooks.detach().clone()
+
+
+@pytest.mark.parametrize("which, enc_moves, last_moves, cb_moves", [
+    ("all", True, True, True), ("codebooks", False, False, True), ("last_layer", False, True, True),
+    ("none", False, False, False)])
+def test_tokenizer_train_moves_only_the_chosen_parts(which, enc_moves, last_moves, cb_moves, tmp_path):
+    tr = build("diger", tmp_path, epochs=1, joint={"tokenizer_train": which}, train={"tokenizer_lr": 1e-2})
+    enc0, cb0 = _tok_state(tr)
+    tr.train_epoch(1)
+    enc1, cb1 = _tok_state(tr)
+    moved = [not torch.equal(a, b) for a, b in zip(enc0, enc1)]
+    assert all(moved[:-2]) == enc_moves and any(moved[:-2]) == enc_moves  # all but the last Linear (weight, bias)
+    assert all(moved[-2:]) == last_moves
+    assert (not torch.equal(cb0, cb1)) == cb_moves
+
+
+def test_tokenizer_lr_zero_freezes_the_tokenizer(tmp_path):
+    with pytest.raises(ConfigError, match="tokenizer_lr"):
+        TrainConfig(tokenizer_lr=-1e-6)
+    res = build("diger", tmp_path, epochs=2, train={"tokenizer_lr": 0.0}).fit()
+    assert all(r["drift_cum"] == 0.0 and r["tok_delta_encoder"] == 0.0 and r["tok_delta_codebooks"] == 0.0
+               for r in res.history)
+
+
+def test_frqud_per_item_noises_hot_items_only():
+    torch.manual_seed(0)
+    r, cb = torch.randn(40, 4), torch.randn(8, 4)
+    rows = torch.arange(40) % 2 == 0
+    g = torch.Generator().manual_seed(0)
+    a = assign_level(r, cb, AssignConfig(), noise_scale=100.0, row_mask=rows, generator=g)
+    clean = assign_level(r, cb, AssignConfig(noise="none"))
+    assert torch.equal(a.codes[~rows], clean.codes[~rows])  # cold items: deterministic codes, clean soft probs
+    torch.testing.assert_close(a.soft_probs[~rows], clean.soft_probs[~rows])
+    assert (a.codes[rows] != clean.codes[rows]).any()
+    with pytest.raises(ValueError, match="row_mask"):
+        assign_level(r, cb, AssignConfig(), row_mask=rows[:5])
+
+
+def test_frqud_per_item_uses_a_per_step_ema_of_level1_codes(tmp_path):
+    tr = build("diger", tmp_path, decay="frqud", assign={"frqud_mode": "per_item", "frqud_momentum": 0.5})
+    assert tr.joint.per_item and tr.joint.hot_masks() is None
+    before = tr.joint.freq.freq.clone()
+    _inputs(tr)
+    assert not torch.equal(before, tr.joint.freq.freq)  # updated within the step, not at the epoch's end
+    det = tr.joint.rqvae.deterministic_codes(tr.joint.item_emb)
+    rows = tr.joint.hot_items(tr.joint.item_emb, None)  # folds every item in, then decides per item
+    hot_codes = tr.joint.freq.hot_masks(tr.joint.assign.frqud_r)[0]
+    assert hot_codes.any() and torch.equal(rows, hot_codes[det[:, 0]])
+    assert rows.any() and (~rows).any()
+
+
+def test_zero_w_starts_exactly_as_two_stage(tmp_path):
+    tr = build("diger", tmp_path, joint={"proj_init": "zero", "labels": "deterministic"})
+    assert all((p.weight == 0).all() for p in tr.joint.proj)
+    input_ids, mask, labels, input_extra, dec_extra, _, _ = _inputs(tr)
+    assert input_extra.abs().sum() == 0
+    tr.model.eval()
+    a = tr.model(input_ids, mask, labels, input_extra=input_extra, decoder_extra=dec_extra).loss
+    b = tr.model(input_ids, mask, labels).loss  # Two-Stage's forward: the same tokens, no additions
+    assert float(a.detach()) == float(b.detach())
+
+
+def test_warmup_cosine_schedule():
+    f = lr_lambda(TrainConfig(lr_schedule="warmup_cosine", warmup_steps=10), total_steps=110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(59) == pytest.approx(0.5, abs=0.02) and f(109) == pytest.approx(0.0, abs=1e-6)
+    c = lr_lambda(TrainConfig(warmup_steps=10), total_steps=110)
+    assert c(0) == pytest.approx(0.1) and c(109) == 1.0
+    assert TrainConfig(lr_schedule="warmup_cosine").lr_schedule is LRSchedule.WARMUP_COSINE
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        TrainConfig(lr_schedule="cosin")
+
+
+def test_warm_start_loads_the_recommender(tmp_path):
+    first = build("two_stage", tmp_path / "a", epochs=1)
+    first.fit()
+    state = torch.load(tmp_path / "a" / "best.pt", weights_only=False)["model"]
+    tr = build("diger", tmp_path / "b", init_state=state, joint={"proj_init": "zero"})
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_history_has_the_diagnostics(tmp_path):
+    res = build("diger", tmp_path, epochs=2, decay="sdud", train={"tokenizer_lr": 1e-2}).fit()
+    h = res.history
+    for key in ("drift_inc_l0", "drift_cum_l1", "agreement_input", "agreement_label", "tok_delta_encoder",
+                "tok_delta_codebooks", "logit_gap_l0", "sigma", "sigma_star", "max_conflict",
+                "probe_loss_old_ids", "probe_loss_new_ids"):
+        assert key in h[-1], key
+    assert h[-1]["tok_delta_encoder"] > 0 and h[-1]["logit_gap_l0"] > 0
+    assert h[-1]["sigma_star"] == pytest.approx(sigma_star(h[-1]["loss_gen"], 1.4))
+    assert np.isnan(h[0]["probe_loss_old_ids"]) and h[-1]["probe_loss_old_ids"] > 0
+    assert res.test_ranks is not None and len(res.test_ranks) == len(build("two_stage", tmp_path / "x").split.test)
+    r10 = float(np.mean((res.test_ranks >= 0) & (res.test_ranks < 10)))
+    assert r10 == pytest.approx(res.test["R@10"])
+
+
+def test_sigma_star():
+    assert sigma_star(4.0, 1.4) == pytest.approx(0.6) and sigma_star(1.0, 1.4) == 0.0
+
+
+def test_minmax_sim_keeps_the_argmax_in_unit_range():
+    torch.manual_seed(0)
+    r, cb = torch.randn(20, 4), torch.randn(8, 4)
+    a = assign_level(r, cb, AssignConfig(noise="none"))
+    b = assign_level(r, cb, AssignConfig(noise="none", sim="minmax"))
+    assert torch.equal(a.codes, b.codes)
+    assert b.logits.min() >= -1 - 1e-5 and b.logits.max() <= 1 + 1e-5
+
+
+def test_per_user_metrics_and_paired_bootstrap():
+    rng = np.random.default_rng(0)
+    top = rng.integers(0, 50, size=(400, 10))
+    tgt = rng.integers(0, 50, size=400)
+    ranks = M.target_ranks(top, tgt)
+    ref = M.ranking_metrics(top, tgt)
+    for k in ("R@5", "R@10", "N@5", "N@10"):
+        assert M.per_user_metric(ranks, k).mean() == pytest.approx(ref[k])
+    same = M.paired_bootstrap(ranks, ranks, "N@10", n_boot=200)
+    assert same["diff"] == 0 and same["lo"] == 0 and same["hi"] == 0
+    better = np.where(ranks < 0, 0, ranks)  # every miss becomes a hit at rank 0
+    b = M.paired_bootstrap(better, ranks, "R@10", n_boot=500)
+    assert b["diff"] > 0 and b["lo"] > 0 and b["p_le_0"] == 0.0
+    worse = M.paired_bootstrap(ranks, better, "R@10", n_boot=500)
+    assert worse["hi"] < 0 and worse["p_le_0"] == 1.0
+    with pytest.raises(ValueError, match="R@10"):
+        M.per_user_metric(ranks, "HR10")
