@@ -482,7 +482,7 @@ other run is compared with it (or with its partner in `pairs`) by a paired boots
 the difference in R@10 and N@10 with its 95% interval.
 """, [
     ("params", '''
-baseline: str = ""  # run (notebook-04 variant) every other run is compared with by a paired bootstrap; empty = none
+baseline: str = ""  # run (notebook-04 variant) every other run is compared with by a paired bootstrap (empty: none)
 pairs: str = ""  # run:partner,... comparisons that replace the baseline for those runs
 n_boot: int = 10000  # bootstrap resamples of the test users
 '''),
