@@ -340,6 +340,8 @@ dev = resolve_device(device)
 run_config = {"data": to_dict(data_cfg), "model": to_dict(model_cfg), "train": {k: v for k, v in to_dict(train_cfg).items() if k not in NOT_FINGERPRINTED},
               "assign": to_dict(assign_cfg), "joint": to_dict(joint_cfg), "ids": ids, "K": codebook_size, "m": n_levels,
               "init_from": init_from}
+if train_cfg.lr_schedule.value == "warmup_cosine":  # the cosine horizon is `epochs`: then it changes the run
+    run_config["cosine_epochs"] = epochs
 print(json.dumps(run_config, indent=1))
 '''),
     ("code", '''

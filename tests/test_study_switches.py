@@ -193,3 +193,18 @@ def test_per_user_metrics_and_paired_bootstrap():
     assert worse["hi"] < 0 and worse["p_le_0"] == 1.0
     with pytest.raises(ValueError, match="R@10"):
         M.per_user_metric(ranks, "HR10")
+
+
+def test_init_from_names_the_missing_run(tmp_path):
+    from diger_lib import nbutils
+    (tmp_path / "a_run" / "fp").mkdir(parents=True)
+    nbutils.write_json(tmp_path / "a_run" / "finished.json", {"fingerprint": "fp"})
+    with pytest.raises(FileNotFoundError, match="finished runs here: a_run"):
+        nbutils.finished_run_weights(tmp_path, "b_run")
+
+
+def test_ranks_file_roundtrip(tmp_path):
+    from diger_lib import nbutils
+    r = np.array([-1, 0, 9, 3, -1])
+    nbutils.write_ranks(tmp_path / "r.txt.gz", r)
+    assert np.array_equal(nbutils.read_ranks(tmp_path / "r.txt.gz"), r)
