@@ -61,3 +61,14 @@ def display_path(path: str | os.PathLike) -> str:
         except ValueError:
             pass
     return str(path)
+
+
+def relative_text(text: str) -> str:
+    """Free text (a notebook's printed output, a warning naming a file) with the repository root and the artifacts
+    root written as :func:`display_path` writes them: ``<repo>/x`` -> ``x``, ``<artifacts root>/x`` ->
+    ``$DIGER_ARTIFACTS/x`` (when that root lies outside the repository)."""
+    root = str(ROOT.resolve()) + os.sep
+    art = str(artifacts_root().resolve()) + os.sep
+    if not art.startswith(root):
+        text = text.replace(art, f"${ARTIFACTS_ENV}/")
+    return text.replace(root, "")

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from .config import ConfigError, reject_unknown
 from .lock import LockHeld, profile_lock
-from .paths import ROOT, relative
+from .paths import ROOT, relative, relative_text
 from .profiles import PROFILES, ProfileFileError, Step, load_profile_file, steps_for
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -226,13 +226,24 @@ def _kernel_config(socket_dir: str):
 
 
 def _relativize_notebook(path: Path, stem: str, final: Path) -> None:
-    """Papermill records absolute input/output paths in the notebook's metadata: write them relative to the repo."""
+    """Papermill records absolute input/output paths in the notebook's metadata: write them relative to the repo.
+    Text outputs that name a file under the checkout (a library warning, a path printed without display_path)
+    lose the machine's prefix the same way, so an executed notebook reads the same in every clone."""
     import nbformat
 
     book = nbformat.read(path, as_version=4)
     meta = book.metadata.get("papermill", {})
     meta["input_path"] = relative(notebook_path(stem))
     meta["output_path"] = relative(final / path.name)
+    for cell in book.cells:
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = relative_text(out["text"])
+            if "traceback" in out:
+                out["traceback"] = [relative_text(line) for line in out["traceback"]]
+            for mime, value in out.get("data", {}).items():
+                if mime.startswith("text/") and isinstance(value, str):
+                    out["data"][mime] = relative_text(value)
     nbformat.write(book, path)
 
 

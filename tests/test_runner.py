@@ -216,3 +216,10 @@ def test_results_table_reads_the_committed_runs(tmp_path):
     committed = pd.read_csv(ROOT / "figures" / "results_quick.csv")
     cols = ["run", "label", "R@5", "R@10", "N@5", "N@10", "best_epoch", "commit"]
     assert ours[cols].equals(committed[cols])
+
+
+def test_relative_text_strips_the_machine_from_printed_output(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIGER_ARTIFACTS", str(tmp_path / "store"))
+    text = f"resumed from {tmp_path}/store/quick/last.pt; warning in {ROOT}/.venv/lib/x.py; {ROOT}-other/y"
+    assert paths.relative_text(text) == \
+        f"resumed from $DIGER_ARTIFACTS/quick/last.pt; warning in .venv/lib/x.py; {ROOT}-other/y"
