@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .paths import relative
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; the runner then runs unlocked
@@ -71,7 +73,7 @@ def profile_lock(path: Path | str, command: str, warn: Callable[[str], None] = p
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = _open_locked(path)
     if fd is None:
-        raise LockHeld(f"another runner holds {path}: {describe(_holder(path))}")
+        raise LockHeld(describe(_holder(path)))
     try:
         left = os.read(fd, 65536).decode(errors="replace").strip()
         if left:
@@ -79,8 +81,8 @@ def profile_lock(path: Path | str, command: str, warn: Callable[[str], None] = p
                 old = json.loads(left)
             except ValueError:
                 old = {"command": left[:200]}
-            warn(f"warning: taking over the stale lock {path} ({describe(old)}): that runner ended without "
-                 f"releasing it (crash or kill)")
+            warn(f"warning: taking over the stale lock {relative(path)} ({describe(old)}): that runner ended "
+                 f"without releasing it (crash or kill)")
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
         yield me

@@ -409,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         with profile_lock(lock, command, warn=lambda s: print(s, file=sys.stderr)):
             return run_profile(profile, steps, skip_finished=args.skip_finished, command=command)
     except LockHeld as e:
-        print(f"error: {e}. Two runners on one profile would replace each other's runs: wait for it to finish "
-              f"(or stop that process), then run again.", file=sys.stderr)
+        print(f"error: profile {profile} is already being run by {e} (lock {relative(lock)}). Two runners on one "
+              f"profile would replace each other's runs: wait for that one to finish, or stop it, then run again.",
+              file=sys.stderr)
         return 2
 
 
