@@ -5,16 +5,18 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 PROFILE ?= quick
 
-.PHONY: setup data quick smoke paper paper-two-stage test test-fast figures clean-smoke
+.PHONY: setup data quick smoke paper paper-two-stage test test-fast
 
+# The git diff driver and the nbstripout filter are set with paths relative to the repository: git runs them from
+# the top of the working tree, so each clone and each worktree (worktrees share one .git/config) uses its own venv.
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -r requirements.txt
 	$(VPY) -m pip install -q --no-deps -e .
 	$(VPY) -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (diger)" >/dev/null
-	-git config --local diff.jupyternotebook.command "$(abspath $(VENV))/bin/git-nbdiffdriver diff" 2>/dev/null
-	-git config --local filter.nbstripout.clean "$(abspath $(VENV))/bin/nbstripout" 2>/dev/null
+	-git config --local diff.jupyternotebook.command "$(VENV)/bin/git-nbdiffdriver diff" 2>/dev/null
+	-git config --local filter.nbstripout.clean "$(VENV)/bin/nbstripout" 2>/dev/null
 	-git config --local filter.nbstripout.smudge cat 2>/dev/null
 	@touch $@
 
@@ -24,6 +26,8 @@ data: setup
 	$(VPY) -m diger_lib.cli setup-data
 
 # The main job: real Beauty through every notebook, sized for a laptop CPU (< 30 min on 2 cores).
+# Rerunning a profile replaces its finished runs (git diff shows the change); RUNNER_ARGS="--skip-finished"
+# continues an interrupted batch instead, RUNNER_ARGS="--set KEY=VALUE" overrides a parameter on every step.
 quick: data
 	$(VPY) -m diger_lib.runner --profile quick $(RUNNER_ARGS)
 

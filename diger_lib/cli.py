@@ -1,10 +1,61 @@
-"""Command line: ``python -m diger_lib.cli setup-data [--source DIR] [--dest data] [--copy]``."""
+"""Command line: ``python -m diger_lib.cli setup-data [--source DIR] [--dest data] [--copy]`` and
+``python -m diger_lib.cli relativize-runs PREFIX`` (rewrite committed runs made by an older runner, which recorded
+absolute paths, to the repo-relative form the runner writes now)."""
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
 import sys
+from pathlib import Path
 
 from .data import DataError, default_source, setup_data
+from .paths import ROOT
+
+# "artifacts_dir": "..." (config.json, papermill metadata) and artifacts_dir = \"...\" (the injected cell's source)
+_ARTIFACTS_PARAM = re.compile(r'(artifacts_dir(?:\\?"\s*:\s*|\s*=\s*)\\?")([^"\\]*)(\\?")')
+_OUTPUT_PATH = re.compile(r'("output_path":\s*")([^"]*)(")')
+
+
+def relativize_text(text: str, prefix: str, rel_path: str) -> str:
+    """One committed file's text with the machine's ``prefix`` (the old checkout, ending in "/") removed.
+
+    ``artifacts_dir`` values become the unresolved form the notebooks take now (``""`` for the profile's own
+    folder, ``"dynamics"`` for another profile's); papermill's ``output_path`` becomes the file's own location.
+    """
+    parts = Path(rel_path).parts
+    profile = parts[1] if len(parts) > 2 and parts[0] == "papermill_runs" else ""
+
+    def artifacts(m: re.Match) -> str:
+        value = m.group(2)
+        if value.startswith(prefix + "artifacts/"):
+            rest = value[len(prefix + "artifacts/"):].rstrip("/")
+            value = "" if rest == profile else rest
+        return m.group(1) + value + m.group(3)
+
+    text = _ARTIFACTS_PARAM.sub(artifacts, text)
+    if rel_path.endswith(".ipynb") and profile:
+        text = _OUTPUT_PATH.sub(lambda m: m.group(1) + rel_path + m.group(3), text)
+    return text.replace(prefix, "")
+
+
+def relativize_runs(prefix: str, folders: tuple[str, ...] = ("papermill_runs", "figures")) -> list[str]:
+    """Rewrite every git-tracked text file under ``folders``; returns the files changed."""
+    prefix = prefix.rstrip("/") + "/"
+    tracked = subprocess.run(["git", "ls-files", "-z", *folders], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split("\0")
+    changed = []
+    for rel in filter(None, tracked):
+        path = ROOT / rel
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, FileNotFoundError):
+            continue  # PNG, PDF
+        new = relativize_text(text, prefix, rel)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(rel)
+    return changed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                     "(default: $DIGER_DATA or ../shared/data)")
     sd.add_argument("--dest", default="data")
     sd.add_argument("--copy", action="store_true", help="copy instead of symlink")
+    rr = sub.add_parser("relativize-runs", help="make committed runs' recorded paths repo-relative")
+    rr.add_argument("prefix", help="the absolute checkout path the old runs recorded, e.g. /work/main")
     args = ap.parse_args(argv)
     if args.cmd == "setup-data":
         try:
@@ -23,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(f"{len(files)} data files verified (sha256) in {args.dest}/ from {args.source or default_source()}")
+    elif args.cmd == "relativize-runs":
+        changed = relativize_runs(args.prefix)
+        print(f"{len(changed)} files rewritten", *changed, sep="\n  ")
     return 0
 
 

@@ -1,34 +1,39 @@
-"""Papermill runner: ``python -m diger_lib.runner --profile quick``.
+"""Papermill runner: ``python -m diger_lib.runner --profile quick`` (or ``--profile-file my_batch.toml``).
 
 Executes the profile's notebooks in order. Before anything runs, every step's parameters are checked
 against the notebook's ``parameters`` cell (an unknown or misspelt name fails the whole batch). Each step
 executes into a staging folder and is moved into place only when it finished, so
 ``papermill_runs/<profile>/<notebook>[__variant]/`` always holds a complete run: the executed notebook,
 the flat ``metrics.json`` the notebook wrote, the resolved ``config.json`` and a ``manifest.json``
-(commit, versions, device, seed, wall time). A finished run is never replaced by a run with a different
-configuration unless ``--force`` is given. Training checkpoints live in ``artifacts/<profile>/`` so an
-interrupted run resumes where it stopped when the runner is started again.
+(commit, versions, device, seed, wall time). Every recorded path is relative to the repository root. Rerunning a
+profile re-executes its steps and replaces the finished runs (they are in git: ``git diff`` shows what changed);
+``--skip-finished`` keeps those whose configuration is unchanged. One runner per profile at a time (a lock file).
+Training checkpoints live in ``$DIGER_ARTIFACTS/<profile>/`` (default ``artifacts/``), so an interrupted run
+resumes where it stopped when the runner is started again.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .config import ConfigError, reject_unknown
-from .profiles import ROOT, steps_for
+from .lock import LockHeld, profile_lock
+from .paths import ROOT, relative, relative_text
+from .profiles import PROFILES, ProfileFileError, Step, load_profile_file, steps_for
 
 NOTEBOOKS = ROOT / "notebooks"
 RUNS = ROOT / "papermill_runs"
-ARTIFACTS = ROOT / "artifacts"  # checkpoints, embeddings, tokenizers (git-ignored)
-COMMON = ("out_dir", "artifacts_dir", "figures_dir", "runs_dir", "profile")
 
 
 class RunnerError(RuntimeError):
@@ -39,7 +44,7 @@ def notebook_path(stem: str) -> Path:
     path = NOTEBOOKS / f"{stem}.ipynb"
     if not path.is_file():
         known = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
-        raise RunnerError(f"no notebook {path}; known: {', '.join(known)}")
+        raise RunnerError(f"no notebook {relative(path)}; known: {', '.join(known)}")
     return path
 
 
@@ -48,7 +53,7 @@ def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
 
     params = pm.inspect_notebook(str(path))
     if not params:
-        raise RunnerError(f"{path} has no cell tagged 'parameters'")
+        raise RunnerError(f"{relative(path)} has no cell tagged 'parameters'")
     return params
 
 
@@ -61,8 +66,6 @@ def check_parameters(stem: str, params: dict[str, Any]) -> None:
 
 def resolved_parameters(stem: str, params: dict[str, Any]) -> dict[str, Any]:
     """The notebook's defaults overridden by ``params``: every value the run used."""
-    import ast
-
     out = {}
     for name, p in notebook_parameters(notebook_path(stem)).items():
         try:
@@ -71,6 +74,61 @@ def resolved_parameters(stem: str, params: dict[str, Any]) -> dict[str, Any]:
             out[name] = p["default"]
     out.update(params)
     return out
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def convert(value: str, type_name: str, key: str, where: str) -> Any:
+    """A ``--set`` value (text) as the parameter's declared type; a bad value fails naming both."""
+    try:
+        if type_name == "bool":
+            if value.strip().lower() not in _TRUE + _FALSE:
+                raise ValueError
+            return value.strip().lower() in _TRUE
+        return {"int": int, "float": float}.get(type_name, str)(value)
+    except ValueError:
+        kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(type_name, type_name)
+        raise RunnerError(f"--set {key}={value}: {key} is declared {type_name} in {where}; "
+                          f"{value!r} is not {kind}") from None
+
+
+def _declaring(steps: list[Step], key: str, where: str) -> list[tuple[str, dict, dict[str, Any]]]:
+    """(notebook, its declared parameters, the step's params) of every step that declares ``key``; none fails."""
+    hits, everything = [], set()
+    for stem, _, params in steps:
+        declared = notebook_parameters(notebook_path(stem))
+        everything.update(declared)
+        if key in declared:
+            hits.append((stem, declared, params))
+    if not hits:
+        try:
+            reject_unknown({key: None}, everything, where=f"any step of this profile ({where})")
+        except ConfigError as e:
+            raise RunnerError(str(e)) from None
+    return hits
+
+
+def apply_defaults(steps: list[Step], defaults: dict[str, Any]) -> list[Step]:
+    """A profile file's top-level ``[params]``: set on every step that declares the key, unless the step sets it."""
+    steps = [(stem, variant, dict(params)) for stem, variant, params in steps]
+    for key, value in defaults.items():
+        for _, _, params in _declaring(steps, key, "[params]"):
+            params.setdefault(key, value)
+    return steps
+
+
+def apply_overrides(steps: list[Step], sets: list[str]) -> list[Step]:
+    """``--set KEY=VALUE`` on every step whose notebook declares KEY (typed as declared there)."""
+    steps = [(stem, variant, dict(params)) for stem, variant, params in steps]
+    for item in sets:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise RunnerError(f"--set {item!r}: expected KEY=VALUE")
+        for stem, declared, params in _declaring(steps, key, "--set"):
+            params[key] = convert(value, declared[key]["inferred_type_name"], key, f"notebook {stem}")
+    return steps
 
 
 def git_commit() -> str:
@@ -111,107 +169,250 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_step(profile: str, stem: str, variant: str, params: dict[str, Any], *, force: bool,
-             runs_root: Path | None = None, artifacts_root: Path | None = None) -> Path:
-    import papermill as pm
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
 
+
+def finished_config(final: Path, stem: str) -> dict[str, Any] | None:
+    """The resolved configuration of the finished run in ``final``, or None if there is none."""
+    if not (final / "manifest.json").is_file() or not (final / "config.json").is_file():
+        return None
+    try:
+        config = _plain(resolved_parameters(stem, json.loads((final / "config.json").read_text())))
+    except ValueError:
+        return None
+    config.pop("out_dir", None)  # the staging folder: not part of a run's configuration
+    return config
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 6) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k, "<unset>") != new.get(k, "<unset>"))
+    if not keys:
+        return "same configuration"
+    shown = ", ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys[:limit])
+    return f"configuration differs in {shown}" + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def default_figures_dir(profile: str, runs_root: Path) -> str:
+    """Paper-labelled figures of the built-in profiles go to figures/; smoke's and profile files' stay with their runs."""
+    if profile in PROFILES and profile != "smoke":
+        return "figures"
+    return relative(runs_root / profile / "figures")
+
+
+def plan_step(profile: str, stem: str, variant: str, params: dict[str, Any], runs_root: Path | None = None,
+              figures_dir: str | None = None) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """(final run folder, parameters passed to the notebook except out_dir, the resolved config.json)."""
     runs_root = Path(runs_root or RUNS)
-    artifacts_root = Path(artifacts_root or ARTIFACTS)
-    name = f"{stem}__{variant}" if variant else stem
-    final = runs_root / profile / name
+    final = runs_root / profile / (f"{stem}__{variant}" if variant else stem)
     full = dict(params)
     full.setdefault("profile", profile)
-    full.setdefault("runs_dir", str(runs_root / profile))
-    full.setdefault("artifacts_dir", str(artifacts_root / profile))
-    full.setdefault("figures_dir", str(ROOT / "figures") if profile != "smoke" else str(runs_root / profile / "figures"))
-    config_view = {k: v for k, v in resolved_parameters(stem, full).items() if k not in ("out_dir",)}
-    old_manifest = final / "manifest.json"
-    if old_manifest.exists() and not force:
-        old = json.loads((final / "config.json").read_text()) if (final / "config.json").exists() else None
-        old = None if old is None else json.loads(json.dumps(resolved_parameters(stem, old)))
-        if old is not None and old != json.loads(json.dumps(config_view)):
-            raise RunnerError(f"{final} holds a finished run with a different configuration; refusing to overwrite "
-                              f"it. Pass --force to replace it (or use another profile).")
-    staging = final.with_name(f".{name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    full["out_dir"] = str(staging)
+    full.setdefault("runs_dir", relative(runs_root / profile))
+    full.setdefault("figures_dir", figures_dir or default_figures_dir(profile, runs_root))
+    # artifacts_dir stays as given ("" = $DIGER_ARTIFACTS/<profile>); the notebook resolves it (paths.artifacts_dir)
+    config = _plain(resolved_parameters(stem, full))
+    config.pop("out_dir", None)  # the staging folder: not part of a run's configuration
+    return final, full, config
+
+
+def _kernel_config(socket_dir: str):
+    """The kernel talks to papermill over private Unix sockets (IPC), not TCP on localhost: nothing for ipykernel
+    to warn about ("running over TCP without encryption"), and no ports to collide between runners."""
+    from traitlets.config import Config
+
+    if os.name == "nt":
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(socket_dir, "kernel")}})
+
+
+def _relativize_notebook(path: Path, stem: str, final: Path) -> None:
+    """Papermill records absolute input/output paths in the notebook's metadata: write them relative to the repo.
+    Text outputs that name a file under the checkout (a library warning, a path printed without display_path)
+    lose the machine's prefix the same way, so an executed notebook reads the same in every clone."""
+    import nbformat
+
+    book = nbformat.read(path, as_version=4)
+    meta = book.metadata.get("papermill", {})
+    meta["input_path"] = relative(notebook_path(stem))
+    meta["output_path"] = relative(final / path.name)
+    for cell in book.cells:
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = relative_text(out["text"])
+            if "traceback" in out:
+                out["traceback"] = [relative_text(line) for line in out["traceback"]]
+            for mime, value in out.get("data", {}).items():
+                if mime.startswith("text/") and isinstance(value, str):
+                    out["data"][mime] = relative_text(value)
+    nbformat.write(book, path)
+
+
+def _execute(stem: str, name: str, staging: Path, final: Path, full: dict[str, Any]) -> float:
+    import papermill as pm
+
     env_before = os.environ.get("DIGER_PROGRESS")
     os.environ["DIGER_PROGRESS"] = env_before or "plain"
-    commit = git_commit()  # the code that runs, read before it runs
     t0 = time.time()
     try:
-        pm.execute_notebook(str(notebook_path(stem)), str(staging / f"{stem}.ipynb"), parameters=full,
-                            cwd=str(ROOT), kernel_name="python3", progress_bar=False, log_output=False)
+        with tempfile.TemporaryDirectory(prefix="diger-kernel-") as sockets:
+            pm.execute_notebook(str(notebook_path(stem)), str(staging / f"{stem}.ipynb"), parameters=full,
+                                cwd=str(ROOT), kernel_name="python3", progress_bar=False, log_output=False,
+                                config=_kernel_config(sockets))
     except Exception as e:
+        if not staging.exists():
+            raise RunnerError(f"notebook {stem} ({name}): its staging folder {relative(staging)} was removed while "
+                              f"it ran") from None
         failed = final.with_name(f".{name}.FAILED")
         shutil.rmtree(failed, ignore_errors=True)
         staging.rename(failed)
-        raise RunnerError(f"notebook {stem} ({name}) failed; the executed notebook with the error is in {failed}. "
-                          f"Cause: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from None
+        cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise RunnerError(f"notebook {stem} ({name}) failed; the executed notebook with the error is in "
+                          f"{relative(failed)}. Cause: {cause}") from None
     finally:
         if env_before is None:
             os.environ.pop("DIGER_PROGRESS", None)
-    seconds = time.time() - t0
-    if not (staging / "metrics.json").exists():
-        raise RunnerError(f"notebook {stem} finished without writing metrics.json in {staging}")
-    (staging / "config.json").write_text(json.dumps(config_view, indent=2, sort_keys=True) + "\n")
-    manifest = {"notebook": stem, "variant": variant, "profile": profile, "commit": commit,
-                "versions": versions(), "hardware": hardware(), "seed": config_view.get("seed"),
-                "wall_seconds": round(seconds, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "command": f"python -m diger_lib.runner --profile {profile}"}
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return time.time() - t0
+
+
+def _move_into_place(staging: Path, final: Path) -> None:
     if final.exists():
-        trash = final.with_name(f".{name}.old")
+        trash = final.with_name(f".{final.name}.old")
         shutil.rmtree(trash, ignore_errors=True)
         final.rename(trash)
         staging.rename(final)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         staging.rename(final)
+
+
+def run_step(profile: str, stem: str, variant: str, params: dict[str, Any], *, runs_root: Path | None = None,
+             figures_dir: str | None = None, command: str | None = None,
+             log: Callable[[str], None] = print) -> Path:
+    """Execute one step into its staging folder, then move it over ``papermill_runs/<profile>/<name>/``."""
+    final, full, config_view = plan_step(profile, stem, variant, params, runs_root, figures_dir)
+    name = final.name
+    old = finished_config(final, stem)
+    if old is not None:
+        log(f"  replacing the finished run {relative(final)} ({config_changes(old, config_view)})")
+    staging = final.with_name(f".{name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    full["out_dir"] = relative(staging)
+    commit = git_commit()  # the code that runs, read before it runs
+    seconds = _execute(stem, name, staging, final, full)
+    if not staging.is_dir():
+        raise RunnerError(f"notebook {stem} ({name}): its staging folder {relative(staging)} was removed while it ran")
+    if not (staging / "metrics.json").exists():
+        raise RunnerError(f"notebook {stem} finished without writing metrics.json in {relative(staging)}")
+    _relativize_notebook(staging / f"{stem}.ipynb", stem, final)
+    (staging / "config.json").write_text(json.dumps(config_view, indent=2, sort_keys=True) + "\n")
+    manifest = {"notebook": stem, "variant": variant, "profile": profile, "commit": commit,
+                "versions": versions(), "hardware": hardware(), "seed": config_view.get("seed"),
+                "wall_seconds": round(seconds, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "command": command or f"python -m diger_lib.runner --profile {profile}"}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    _move_into_place(staging, final)
     return final
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m diger_lib.runner", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", required=True, help="smoke | quick | dynamics | paper")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--profile", help=f"a built-in profile: {' | '.join(PROFILES)}")
+    which.add_argument("--profile-file", metavar="FILE.toml",
+                       help="your own batch: a name and one [[step]] per notebook run (see profiles/byo_example.toml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a parameter on every step whose notebook declares it (repeatable)")
     ap.add_argument("--only", default="", help="comma-separated step names (e.g. 04_train_recommender__two_stage)")
-    ap.add_argument("--force", action="store_true", help="replace finished runs whose configuration differs")
+    ap.add_argument("--skip-finished", action="store_true",
+                    help="skip steps whose finished run has exactly this configuration (continue a stopped batch)")
+    ap.add_argument("--force", action="store_true", help="no longer needed: a rerun replaces finished runs")
     ap.add_argument("--list", action="store_true", help="print the steps and exit")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def label_of(stem: str, variant: str) -> str:
+    return f"{stem}__{variant}" if variant else stem
+
+
+def select_steps(args: argparse.Namespace) -> tuple[str, list[Step]]:
+    """The profile's name and its validated steps after ``--set`` and ``--only``; raises RunnerError."""
     try:
-        steps = steps_for(args.profile)
+        if args.profile:
+            profile, steps = args.profile, steps_for(args.profile)
+        else:
+            profile, steps, defaults = load_profile_file(args.profile_file)
     except KeyError as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 2
+        raise RunnerError(e.args[0]) from None
+    except ProfileFileError as e:
+        raise RunnerError(str(e)) from None
+    for stem, _, _ in steps:
+        notebook_path(stem)
+    if args.profile_file:
+        steps = apply_defaults(steps, defaults)
+    steps = apply_overrides(steps, args.set)
     if args.only:
         wanted = set(args.only.split(","))
-        steps = [s for s in steps if (f"{s[0]}__{s[1]}" if s[1] else s[0]) in wanted]
+        steps = [s for s in steps if label_of(s[0], s[1]) in wanted]
         if not steps:
-            print(f"error: --only {args.only} matches no step of profile {args.profile}", file=sys.stderr)
-            return 2
-    try:
-        for stem, _, params in steps:  # validate everything before anything executes
-            check_parameters(stem, params)
-    except RunnerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            raise RunnerError(f"--only {args.only} matches no step of profile {profile}")
+    for stem, _, params in steps:  # validate everything before anything executes
+        check_parameters(stem, params)
+    return profile, steps
+
+
+def _command(argv: list[str]) -> str:
+    """The command line as run, with paths inside the repository written relative to it."""
+    def rel(token: str) -> str:
+        key, eq, value = token.rpartition("=")
+        return f"{key}{eq}{relative(value)}" if value.startswith("/") else token
+
+    return "python -m diger_lib.runner " + " ".join(shlex.quote(rel(t)) for t in argv)
+
+
+def run_profile(profile: str, steps: list[Step], *, skip_finished: bool, command: str) -> int:
     for stem, variant, params in steps:
-        label = f"{stem}__{variant}" if variant else stem
-        if args.list:
-            print(label, json.dumps(params))
-            continue
-        print(f"[{time.strftime('%H:%M:%S')}] {args.profile}: {label} ...", flush=True)
+        label = label_of(stem, variant)
+        if skip_finished:
+            final, _, config_view = plan_step(profile, stem, variant, params)
+            if finished_config(final, stem) == config_view:
+                print(f"[{time.strftime('%H:%M:%S')}] {profile}: skipping {label} (finished, same configuration)")
+                continue
+        print(f"[{time.strftime('%H:%M:%S')}] {profile}: {label} ...", flush=True)
         try:
-            out = run_step(args.profile, stem, variant, params, force=args.force)
+            out = run_step(profile, stem, variant, params, command=command)
         except RunnerError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         metrics = json.loads((out / "metrics.json").read_text())
         brief = {k: round(v, 4) for k, v in metrics.items() if k in ("R@5", "R@10", "N@5", "N@10")}
         brief["seconds"] = json.loads((out / "manifest.json").read_text())["wall_seconds"]
-        print(f"[{time.strftime('%H:%M:%S')}]   -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} {brief}", flush=True)
+        print(f"[{time.strftime('%H:%M:%S')}]   -> {relative(out)} {brief}", flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(argv)
+    try:
+        profile, steps = select_steps(args)
+    except RunnerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.list:
+        for stem, variant, params in steps:
+            print(label_of(stem, variant), json.dumps(params))
+        return 0
+    lock = RUNS / profile / ".runner.lock"
+    command = _command(argv)
+    try:
+        with profile_lock(lock, command, warn=lambda s: print(s, file=sys.stderr)):
+            return run_profile(profile, steps, skip_finished=args.skip_finished, command=command)
+    except LockHeld as e:
+        print(f"error: profile {profile} is already being run by {e} (lock {relative(lock)}). Two runners on one "
+              f"profile would replace each other's runs: wait for that one to finish, or stop it, then run again.",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

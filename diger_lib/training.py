@@ -25,6 +25,7 @@ from .config import LRSchedule, RecommenderConfig, TokenizerTrain, TrainConfig
 from .data import Samples, Split, bucket_batches, make_batch
 from .decoding import SIDTrie, recommend
 from .joint import JointTokenizer
+from .paths import display_path
 from .progress import progress_bar
 from .recommender import GenRecModel
 from .text_encoding import resolve_device
@@ -255,7 +256,7 @@ class Trainer:
         if not last.exists():
             return None
         self._restore(load_checkpoint(last, self.fingerprint))
-        self.log(f"resumed from {last} after epoch {self.state['epoch']}")
+        self.log(f"resumed from {display_path(last)} after epoch {self.state['epoch']}")
         return int(self.state["epoch"])
 
     # -- one epoch ----------------------------------------------------------------------------------------
@@ -320,7 +321,7 @@ class Trainer:
             if not torch.isfinite(loss):  # checked before any optimiser step: the weights stay as they were
                 raise FloatingPointError(
                     f"loss became {loss.item()} at epoch {epoch}, step {step}; stopped. The last good checkpoint "
-                    f"is kept at {self.ckpt_dir / 'last.pt'} (epoch {self.state['epoch']}). Lower the learning "
+                    f"is kept at {display_path(self.ckpt_dir / 'last.pt')} (epoch {self.state['epoch']}). Lower the learning "
                     f"rate or check the inputs.")
             params = [p for g in self.opt.param_groups for p in g["params"]]
             if cfg.grad_clip > 0:
@@ -425,7 +426,7 @@ class Trainer:
             if budget > 0 and last is not None and time.time() - t0 + last > budget:
                 out_of_time = True  # the next epoch (judged by the last one) would end past the budget
                 self.log(f"time budget of {cfg.time_budget_minutes:g} min reached after epoch {epoch - 1}; "
-                         f"run again to resume from {self.ckpt_dir / 'last.pt'}")
+                         f"run again to resume from {display_path(self.ckpt_dir / 'last.pt')}")
                 break
             te = time.time()
             if self.joint is not None:

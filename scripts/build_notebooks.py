@@ -13,14 +13,17 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 
 COMMON = '''
-out_dir: str = "papermill_runs/manual/{stem}"  # where metrics.json goes (the runner sets it)
-artifacts_dir: str = "artifacts/manual"  # embeddings, tokenizer, checkpoints (git-ignored)
+out_dir: str = "papermill_runs/manual/{stem}"  # where metrics.json goes (the runner sets it); paths are relative to the repo root
+artifacts_dir: str = ""  # embeddings, tokenizer, checkpoints: "" means $DIGER_ARTIFACTS/<profile>, a name means $DIGER_ARTIFACTS/<name> (default root: artifacts/)
 figures_dir: str = "figures"  # paper-labelled figures and tables
 runs_dir: str = "papermill_runs/manual"  # folder of this profile's runs (read by figure/table notebooks)
 profile: str = "manual"  # the runner's profile name
 '''
 
 SETUP = '''
+from diger_lib import nbparams, paths
+nbparams.check_injected()  # a papermill -p name this notebook does not declare stops here, with a "did you mean"
+artifacts_dir = paths.artifacts_dir(artifacts_dir, profile)  # "" -> $DIGER_ARTIFACTS/<profile>
 import json, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -112,7 +115,8 @@ if compare_paper:
 if profile != "smoke" or "Tiny" not in names:
     table1.to_csv(FIG / "table1_datasets.csv", index=False)
     (FIG / "table1_datasets.md").write_text(nbutils.markdown_table(table1))
-metrics["all_match_paper"] = bool(all(r.get("matches_paper", True) for r in rows))
+compared = [r["matches_paper"] for r in rows if "matches_paper" in r]
+metrics["all_match_paper"] = all(compared) if compared else None  # no verdict when nothing was compared
 nbutils.write_metrics(OUT, metrics)
 nbutils.write_timing(OUT, wall_seconds=time.time() - T0)
 display(Markdown(nbutils.markdown_table(table1)))
@@ -355,7 +359,7 @@ else:
     from diger_lib.checkpoint import fingerprint
     run_name = Path(out_dir).name.strip(".").replace(".partial", "")
     ckpt_dir = nbutils.dataset_artifacts(artifacts_dir, dataset) / "runs" / run_name / fingerprint(run_config)  # one folder per config
-    print("checkpoints:", ckpt_dir)
+    print("checkpoints:", paths.display_path(ckpt_dir))
     joint, item_ids = None, None
     if ids == "letter":
         letter = D.load_index_codes(D.dataset_dir(data_root, dataset) / f"{dataset}.index.json", split.n_items)

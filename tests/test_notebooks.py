@@ -1,6 +1,7 @@
 """Notebooks: committed stripped and in sync with their builder; the runner validates parameters before
 running; the smoke profile runs every notebook end to end on the tiny fixture and writes real metrics."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import papermill as pm
 import pytest
 
 from diger_lib import runner
-from diger_lib.profiles import PROFILES, steps_for
+from diger_lib.profiles import PROFILES, load_profile_file, steps_for
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -58,19 +59,40 @@ def test_unknown_profile():
     assert runner.main(["--profile", "quik"]) == 2
 
 
+def _byo_copy_of_tiny(root: Path, name: str = "MyTiny") -> Path:
+    """The Tiny fixture under another name in another folder: a dataset of one's own."""
+    (root / name).mkdir(parents=True)
+    for kind in ("inter", "item"):
+        shutil.copy(ROOT / "tests" / "fixtures" / "Tiny" / f"Tiny.{kind}.json", root / name / f"{name}.{kind}.json")
+    return root
+
+
 @pytest.mark.notebooks
-def test_smoke_profile_runs_every_notebook(tmp_path):
-    """The real entry point on the tiny fixture: every notebook, every method kind, figures and tables."""
+def test_smoke_profile_runs_every_notebook(tmp_path, monkeypatch):
+    """The real entry point on the tiny fixture: every notebook, every method kind, figures and tables. It runs the
+    smoke profile as the example profile file (a test below checks the two are the same) with --set overrides that
+    point it at a dataset of one's own (the fixture renamed), as the README's worked example does."""
     env_runs = tmp_path / "runs"
+    data = _byo_copy_of_tiny(tmp_path / "mydata")
+    args = ["--profile-file", "profiles/byo_example.toml", "--set", "dataset=MyTiny", "--set", "datasets=MyTiny",
+            "--set", f"data_root={data}"]
     code = ("import sys; from diger_lib import runner; from pathlib import Path; "
-            f"runner.RUNS = Path({str(env_runs)!r}); runner.ARTIFACTS = Path({str(tmp_path / 'artifacts')!r}); sys.exit(runner.main(['--profile', 'smoke']))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900)
+            f"runner.RUNS = Path({str(env_runs)!r}); sys.exit(runner.main(sys.argv[1:]))")
+    env = dict(os.environ, DIGER_ARTIFACTS=str(tmp_path / "artifacts"))
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    runs = env_runs / "smoke"
-    for stem, variant, _ in steps_for("smoke"):
+    assert "without encryption" not in out.stderr
+    runs = env_runs / "byo_example"
+    steps = runner.apply_overrides(_example_steps(), args[3::2])
+    for stem, variant, params in steps:
         d = runs / (f"{stem}__{variant}" if variant else stem)
         assert (d / f"{stem}.ipynb").is_file() and (d / "manifest.json").is_file() and (d / "config.json").is_file()
         json.loads((d / "metrics.json").read_text())
+        config = json.loads((d / "config.json").read_text())
+        assert config.get("dataset", "MyTiny") == "MyTiny" and config["artifacts_dir"] == ""
+    assert json.loads((runs / "01_prepare_data" / "metrics.json").read_text())["all_match_paper"] is None
+    assert (tmp_path / "artifacts" / "byo_example" / "MyTiny" / "item_emb.npy").is_file()
     for v in ("two_stage", "most_popular", "ste", "diger_sdud_frqud"):
         m = json.loads((runs / f"04_train_recommender__{v}" / "metrics.json").read_text())
         assert all(0.0 <= m[k] <= 1.0 for k in ("R@5", "R@10", "N@5", "N@10")) and m["R@10"] >= m["R@5"]
@@ -79,20 +101,35 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert m["R@10"] > pop["R@10"]  # Tiny users follow a theme: a trained model beats popularity
     for name in ("fig2_ndcg_coverage", "fig6_sid_dynamics", "fig7_code_usage"):
         assert (runs / "figures" / f"{name}.png").is_file()
-    assert (runs / "figures" / "results_smoke.csv").is_file()
+    assert (runs / "figures" / "results_byo_example.csv").is_file()
     d = runs / "04_train_recommender__diger_sdud_frqud"
     hist = (d / "history.csv").read_text().splitlines()
     epochs_run = json.loads((d / "metrics.json").read_text())["epochs_run"]
     assert hist[0].split(",").count("sigma") == 1 and len(hist) == 1 + 1 + epochs_run  # header, epoch 0, epochs 1..n
     # Same seed, same config: an independent rerun (fresh checkpoints) writes an identical metrics.json.
-    stem, variant, params = next(s for s in steps_for("smoke") if s[1] == "two_stage")
+    stem, variant, params = next(s for s in steps if s[1] == "two_stage")
     first = (runs / f"{stem}__{variant}" / "metrics.json").read_text()
     shutil.copytree(tmp_path / "artifacts", tmp_path / "artifacts2", ignore=shutil.ignore_patterns("runs"))
-    again = runner.run_step("smoke", stem, variant, params, force=False, runs_root=tmp_path / "again",
-                            artifacts_root=tmp_path / "artifacts2")
+    monkeypatch.setenv("DIGER_ARTIFACTS", str(tmp_path / "artifacts2"))
+    again = runner.run_step("byo_example", stem, variant, params, runs_root=tmp_path / "again")
     assert (again / "metrics.json").read_text() == first
-    # A finished run is not replaced by a different configuration without --force.
-    step = [("03_pretrain_rqvae", "", {"dataset": "Tiny", "codebook_size": 16, "rqvae_epochs": 1,
-                                        "hidden_dims": "64,32", "code_dim": 8, "kmeans_iters": 5})]
-    with pytest.raises(runner.RunnerError, match="different configuration"):
-        runner.run_step("smoke", *step[0], force=False, runs_root=env_runs, artifacts_root=tmp_path / "artifacts")
+    # A finished run with another configuration is replaced, saying which keys changed.
+    said = []
+    stem, variant, params = steps[0]
+    runner.run_step("byo_example", stem, variant, dict(params, max_history=10), runs_root=env_runs, log=said.append)
+    assert len(said) == 1 and "replacing the finished run" in said[0] and "max_history: 20 -> 10" in said[0]
+    assert json.loads((runs / "01_prepare_data" / "config.json").read_text())["max_history"] == 10
+
+
+def _example_steps():
+    name, steps, defaults = load_profile_file(ROOT / "profiles" / "byo_example.toml")
+    assert name == "byo_example"
+    return runner.apply_defaults(steps, defaults)
+
+
+def test_example_profile_file_is_the_smoke_profile():
+    """So the smoke run above through the file also covers `make smoke`: the same steps, the same resolved values."""
+    example, smoke = _example_steps(), steps_for("smoke")
+    assert [s[:2] for s in example] == [s[:2] for s in smoke]
+    for (stem, _, mine), (_, _, theirs) in zip(example, smoke):
+        assert runner.resolved_parameters(stem, mine) == runner.resolved_parameters(stem, theirs), stem

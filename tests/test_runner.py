@@ -1,0 +1,225 @@
+"""The runner's plumbing: repo-relative paths, --set and profile files, the per-profile lock, and papermill's
+injected parameters checked inside the notebook (direct papermill use is as safe as the runner)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diger_lib import paths, runner
+from diger_lib.config import ConfigError
+from diger_lib.lock import profile_lock
+from diger_lib.nbparams import check_injected
+from diger_lib.profiles import PROFILES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Paths
+# ---------------------------------------------------------------------------------------------------------
+def test_artifacts_dir_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv("DIGER_ARTIFACTS", raising=False)
+    assert paths.artifacts_dir("", "quick") == ROOT / "artifacts" / "quick"
+    assert paths.artifacts_dir("dynamics", "dynamics_gaussian") == ROOT / "artifacts" / "dynamics"
+    assert paths.artifacts_dir(str(tmp_path / "x"), "quick") == tmp_path / "x"
+    monkeypatch.setenv("DIGER_ARTIFACTS", str(tmp_path / "store"))
+    assert paths.artifacts_dir("", "quick") == tmp_path / "store" / "quick"
+    assert paths.artifacts_dir("dynamics", "q") == tmp_path / "store" / "dynamics"
+    monkeypatch.setenv("DIGER_ARTIFACTS", "elsewhere")  # relative: from the repository root
+    assert paths.artifacts_dir("", "smoke") == ROOT / "elsewhere" / "smoke"
+    with pytest.raises(ValueError):
+        paths.artifacts_dir("", "")
+
+
+def test_display_path_never_shows_the_machine(monkeypatch, tmp_path):
+    monkeypatch.delenv("DIGER_ARTIFACTS", raising=False)
+    assert paths.display_path(ROOT / "artifacts" / "quick" / "Beauty") == "artifacts/quick/Beauty"
+    assert paths.display_path("papermill_runs/quick") == "papermill_runs/quick"
+    monkeypatch.setenv("DIGER_ARTIFACTS", str(tmp_path / "store"))
+    ckpt = paths.artifacts_dir("", "quick") / "Beauty" / "runs" / "x" / "last.pt"
+    assert paths.display_path(ckpt) == "$DIGER_ARTIFACTS/quick/Beauty/runs/x/last.pt"
+    assert paths.relative(ROOT / "figures" / "a.png") == "figures/a.png"
+    assert paths.relative(tmp_path) == str(tmp_path)  # outside the repository: unchanged
+
+
+def test_runner_records_repo_relative_paths():
+    final, full, config = runner.plan_step("quick", "04_train_recommender", "two_stage", {"method": "two_stage"})
+    assert final == runner.RUNS / "quick" / "04_train_recommender__two_stage"
+    assert config["runs_dir"] == "papermill_runs/quick" and config["figures_dir"] == "figures"
+    assert config["artifacts_dir"] == "" and "artifacts_dir" not in full  # the notebook resolves it
+    _, _, smoke = runner.plan_step("smoke", "06_results_tables", "", {})
+    assert smoke["figures_dir"] == "papermill_runs/smoke/figures"
+    _, _, gauss = runner.plan_step("dynamics_gaussian", *PROFILES["dynamics_gaussian"]()[0])
+    assert gauss["artifacts_dir"] == "dynamics"
+    for profile in PROFILES:
+        for step in PROFILES[profile]():
+            text = json.dumps(runner.plan_step(profile, *step)[2])
+            assert str(ROOT) not in text, (profile, step)
+    assert runner._command(["--profile-file", str(ROOT / "profiles" / "x.toml")]) == \
+        "python -m diger_lib.runner --profile-file profiles/x.toml"
+
+
+ABSOLUTE = ("/work/", "/home/", "/tmp/", "/root/", "/Users/", "/private/var/", "C:\\\\Users")
+
+
+def test_committed_runs_and_figures_hold_no_absolute_path():
+    """A clone anywhere must reproduce and compare the committed runs: none of their files names a machine's path."""
+    tracked = subprocess.run(["git", "ls-files", "-z", "papermill_runs", "figures"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split("\0")
+    tracked = [f for f in tracked if f]
+    assert tracked, "no committed runs found"
+    bad = []
+    for f in tracked:
+        text = (ROOT / f).read_bytes().decode("utf-8", errors="replace")
+        for needle in ABSOLUTE + (str(ROOT) + "/",):
+            if needle in text:
+                bad.append(f"{f}: {needle}")
+                break
+    assert not bad, "absolute paths in committed files:\n" + "\n".join(bad)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --set and profile files
+# ---------------------------------------------------------------------------------------------------------
+def test_set_applies_typed_to_every_declaring_step():
+    steps = runner.apply_overrides(PROFILES["smoke"](), ["epochs=3", "compare_paper=true", "lr=1e-2", "decay=frqud"])
+    by = {runner.label_of(s[0], s[1]): s[2] for s in steps}
+    assert by["04_train_recommender__ste"]["epochs"] == 3 and by["01_prepare_data"]["compare_paper"] is True
+    assert by["04_train_recommender__two_stage"]["lr"] == 0.01 and "epochs" not in by["03_pretrain_rqvae"]
+    assert by["04_train_recommender__two_stage"]["decay"] == "frqud"
+    with pytest.raises(runner.RunnerError, match="did you mean 'epochs'"):
+        runner.apply_overrides(PROFILES["smoke"](), ["epoch=3"])
+    with pytest.raises(runner.RunnerError, match="'x3' is not an integer"):
+        runner.apply_overrides(PROFILES["smoke"](), ["epochs=x3"])
+    with pytest.raises(runner.RunnerError, match="true or false"):
+        runner.apply_overrides(PROFILES["smoke"](), ["resume=perhaps"])
+    with pytest.raises(runner.RunnerError, match="KEY=VALUE"):
+        runner.apply_overrides(PROFILES["smoke"](), ["epochs"])
+
+
+def _profile_file(tmp_path, body: str) -> str:
+    path = tmp_path / "batch.toml"
+    path.write_text(body)
+    return str(path)
+
+
+@pytest.mark.parametrize("body, message", [
+    ('name = "b"\n[[step]]\nnotebook = "04_train_recomender"\n', "did you mean '04_train_recommender'"),
+    ('name = "b"\n[[step]]\nnotebook = "04_train_recommender"\nparams = { methd = "ste" }\n',
+     "unknown parameter 'methd' for notebook 04_train_recommender; did you mean 'method'"),
+    ('name = "b"\n[params]\nepoch = 3\n[[step]]\nnotebook = "04_train_recommender"\n', "did you mean 'epochs'"),
+    ('name = "b"\n[[step]]\nnotebok = "04_train_recommender"\n', "did you mean 'notebook'"),
+    ('name = "quick"\n[[step]]\nnotebook = "06_results_tables"\n', "built-in profile"),
+    ('name = "b"\n', "no steps"),
+    ('name = "b"\n[[step]]\nnotebook = "06_results_tables"\n[[step]]\nnotebook = "06_results_tables"\n', "twice"),
+    ('name = "b"\n[[step]\n', "not valid TOML"),
+])
+def test_profile_file_is_validated_before_anything_runs(tmp_path, monkeypatch, capsys, body, message):
+    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+    assert runner.main(["--profile-file", _profile_file(tmp_path, body)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_profile_file_steps_and_overrides(tmp_path, capsys):
+    body = ('name = "mine"\n[params]\nepochs = 2\n[[step]]\nnotebook = "04_train_recommender"\nvariant = "a"\n'
+            'params = { method = "ste", epochs = 5 }\n[[step]]\nnotebook = "04_train_recommender"\nvariant = "b"\n')
+    assert runner.main(["--profile-file", _profile_file(tmp_path, body), "--set", "lr=0.1", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    a, b = (json.loads(line.split(" ", 1)[1]) for line in lines)
+    assert a == {"method": "ste", "epochs": 5, "lr": 0.1} and b == {"epochs": 2, "lr": 0.1}
+    assert runner.default_figures_dir("mine", runner.RUNS) == "papermill_runs/mine/figures"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One runner per profile
+# ---------------------------------------------------------------------------------------------------------
+HOLD = ("import sys, time; from diger_lib.lock import profile_lock\n"
+        "with profile_lock(sys.argv[1], 'python -m diger_lib.runner --profile held'):\n"
+        "    print('held', flush=True); time.sleep(120)")
+
+
+def test_second_runner_is_refused_and_a_killed_runners_lock_is_taken_over(tmp_path, monkeypatch, capsys):
+    lock = tmp_path / "runs" / "held" / ".runner.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setitem(PROFILES, "held", lambda: [("06_results_tables", "", {})])
+        monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+        assert runner.main(["--profile", "held"]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and "--profile held" in err and "started" in err
+        assert not (tmp_path / "runs" / "held" / "06_results_tables").exists()
+    finally:
+        holder.kill()  # SIGKILL: no chance to release the lock
+        holder.wait()
+    assert lock.exists()  # left behind by the killed runner
+    said = []
+    with profile_lock(lock, "second", warn=said.append) as me:
+        assert json.loads(lock.read_text())["pid"] == me["pid"] == os.getpid()
+    assert len(said) == 1 and "stale" in said[0] and f"pid {holder.pid}" in said[0]
+    assert not lock.exists()  # released at exit
+
+
+def test_lock_is_released_on_error(tmp_path):
+    lock = tmp_path / ".runner.lock"
+    with pytest.raises(RuntimeError):
+        with profile_lock(lock, "first"):
+            raise RuntimeError("a step failed")
+    said = []
+    with profile_lock(lock, "second", warn=said.append):
+        pass
+    assert not said and not lock.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Papermill's injected parameters, checked inside the notebook
+# ---------------------------------------------------------------------------------------------------------
+PARAMS = 'method: str = "two_stage"  # which\nepochs: int = 200  # how long\n'
+
+
+def test_check_injected_names_the_misspelt_parameter():
+    with pytest.raises(ConfigError, match="unknown parameter 'methd'.*did you mean 'method'"):
+        check_injected(["", PARAMS, '# Parameters\nmethd = "diger"\n', "check_injected()"])
+    check_injected(["", PARAMS, '# Parameters\nmethod = "diger"\nepochs = 3\n', "check_injected()"])
+    check_injected(["", PARAMS, "check_injected()"])  # JupyterLab: no injected cell
+    check_injected([])  # not in a kernel
+
+
+@pytest.mark.notebooks
+def test_direct_papermill_with_a_misspelt_parameter_fails_at_the_first_cell(tmp_path):
+    import papermill as pm
+
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(ROOT / "notebooks" / "04_train_recommender.ipynb"), str(out), cwd=str(ROOT),
+                            parameters={"method": "diger", "methd": "diger", "out_dir": str(tmp_path / "o")},
+                            kernel_name="python3", progress_bar=False)
+    assert err.value.ename == "ConfigError" and "did you mean 'method'" in err.value.evalue
+    executed = [c for c in json.loads(out.read_text())["cells"] if c.get("execution_count")]
+    assert len(executed) == 3  # parameters, injected parameters, and the first cell that stopped
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.notebooks
+def test_results_table_reads_the_committed_runs(tmp_path):
+    """The committed runs, made on another machine, are read as they are by a clone anywhere."""
+    import pandas as pd
+
+    params = {"runs_dir": "papermill_runs/quick", "figures_dir": str(tmp_path / "figures")}
+    out = runner.run_step("quick", "06_results_tables", "", params, runs_root=tmp_path / "runs")
+    assert json.loads((out / "metrics.json").read_text())["n_runs"] == 3
+    ours = pd.read_csv(tmp_path / "figures" / "results_quick.csv")
+    committed = pd.read_csv(ROOT / "figures" / "results_quick.csv")
+    cols = ["run", "label", "R@5", "R@10", "N@5", "N@10", "best_epoch", "commit"]
+    assert ours[cols].equals(committed[cols])
+
+
+def test_relative_text_strips_the_machine_from_printed_output(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIGER_ARTIFACTS", str(tmp_path / "store"))
+    text = f"resumed from {tmp_path}/store/quick/last.pt; warning in {ROOT}/.venv/lib/x.py; {ROOT}-other/y"
+    assert paths.relative_text(text) == \
+        f"resumed from $DIGER_ARTIFACTS/quick/last.pt; warning in .venv/lib/x.py; {ROOT}-other/y"
