@@ -16,12 +16,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .artifacts import dataset_artifacts, finished_run_weights, rqvae_dir
 from .checkpoint import atomic_torch_save, fingerprint
 from .config import (AssignConfig, ConfigError, DataConfig, IDSource, JointConfig, LRSchedule, Method,
                      NOT_FINGERPRINTED, RecommenderConfig, RQVAEConfig, TrainConfig, _enum, from_flat, to_dict)
 from .data import Split, dataset_dir, load_index_codes, make_ids_unique
 from .joint import JointTokenizer, assign_config_for
+from .paths import dataset_artifacts, rqvae_dir
+from .records import write_json
 from .rqvae import RQVAE
 from .runtime import resolve_device, seed_everything
 from .training import Trainer
@@ -161,10 +162,19 @@ def build_trainer(spec: RunSpec, split: Split, artifacts_dir: Path | str, run_na
 
 def mark_finished(trainer: Trainer, artifacts_dir: Path | str, dataset: str, run_name: str) -> Path:
     """``runs/<run_name>/finished.json`` names the finished configuration (what ``init_from`` reads)."""
-    from .jsonio import write_json
-
     return write_json(dataset_artifacts(artifacts_dir, dataset) / "runs" / run_name / "finished.json",
                       {"fingerprint": trainer.ckpt_dir.name})
+
+
+def finished_run_weights(runs_dir: Path | str, name: str) -> dict[str, Any]:
+    """Best recommender weights of a finished notebook-04 run of the same artifacts folder (warm start)."""
+    pointer = Path(runs_dir) / name / "finished.json"
+    if not pointer.is_file():
+        known = sorted(p.parent.name for p in Path(runs_dir).glob("*/finished.json"))
+        raise FileNotFoundError(f"init_from={name!r}: no finished run {pointer}; finished runs here: "
+                                f"{', '.join(known) or 'none'} (run that step first, same artifacts_dir)")
+    best = Path(runs_dir) / name / json.loads(pointer.read_text())["fingerprint"] / "best.pt"
+    return torch.load(best, map_location="cpu", weights_only=False)["model"]
 
 
 def run_label(method: str, ids: str = "ours", decay: str = "none", noise: str = "gumbel", update: str = "soft") -> str:
@@ -181,3 +191,13 @@ def run_label(method: str, ids: str = "ours", decay: str = "none", noise: str = 
 
 def print_config(run_config: dict[str, Any]) -> None:
     print(json.dumps(run_config, indent=1))
+
+
+def recommend_for(trainer: Trainer, item_ids: np.ndarray | torch.Tensor, samples, idx) -> np.ndarray:
+    """Top-k items [len(idx), k] the trained model (its best checkpoint, as ``fit`` leaves it) gives samples ``idx``,
+    with the IDs ``item_ids`` the test used (``TrainResult.item_ids``)."""
+    from .training import top_items
+
+    ids = torch.as_tensor(np.asarray(item_ids)).long().to(trainer.device)
+    table = trainer.joint.token_table(trainer.model.embed_weight()) if trainer.joint is not None else None
+    return top_items(trainer.model, samples, np.asarray(idx), ids, trainer.vocab, trainer.cfg, token_table=table).numpy()
