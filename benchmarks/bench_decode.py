@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import ROOT, build_models, load_bench_data, rss_mb  # noqa: E402
+from bench_common import ROOT, build_models, load_bench_data, rss_mb
 
-from diger_lib import data as D  # noqa: E402
-from diger_lib.config import RecommenderConfig, TrainConfig  # noqa: E402
-from diger_lib.decoding import SIDTrie, constrained_beam_search, recommend  # noqa: E402
+from diger_lib import data as D
+from diger_lib.config import RecommenderConfig, TrainConfig
+from diger_lib.decoding import SIDTrie, constrained_beam_search, recommend
 
 
 def hf_prefix_fn(tokens: torch.Tensor):

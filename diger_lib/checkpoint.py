@@ -1,13 +1,11 @@
-"""Atomic checkpoints with a config fingerprint, and the RNG states that make a resumed run exact."""
+"""Atomic checkpoints with a config fingerprint (the RNG states that make a resume exact are in ``runtime``)."""
 from __future__ import annotations
 
 import hashlib
 import json
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .atomic import atomic_open
@@ -42,24 +40,3 @@ def load_checkpoint(path: Path | str, expected_fingerprint: str | None = None) -
                               f"{ckpt['fingerprint']} != {expected_fingerprint}). Use a fresh output folder, or "
                               f"delete the checkpoint to start over.")
     return ckpt
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

@@ -87,6 +87,12 @@ class ProjInit(str, enum.Enum):
     ZERO = "zero"  # W = 0: joint training starts exactly as Two-Stage
 
 
+class IDSource(str, enum.Enum):
+    """Where Two-Stage's frozen semantic IDs come from (notebook 04's `ids`)."""
+    OURS = "ours"  # our RQ-VAE tokenizer (notebook 03); joint methods always train it
+    LETTER = "letter"  # LETTER's published NAME.index.json (Two-Stage only: no tokenizer to train)
+
+
 class LRSchedule(str, enum.Enum):
     CONSTANT = "constant"  # linear warm-up over warmup_steps (0 = none), then constant
     WARMUP_COSINE = "warmup_cosine"  # linear warm-up, then cosine decay to 0 over the configured epochs

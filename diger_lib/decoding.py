@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .progress import progress_bar
 from .recommender import GenRecModel
+from .runtime import eval_mode
 from .vocab import PAD, SIDVocab
 
 NEG_INF = float("-inf")
@@ -85,10 +86,6 @@ class SIDTrie:
         return root
 
 
-def _restore_mode(model: torch.nn.Module, training: bool) -> None:
-    model.train(training)
-
-
 def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, trie: SIDTrie, *,
                             beam_size: int = 20, topk: int = 10, input_extra: Tensor | None = None,
                             token_table: Tensor | None = None) -> BeamOutput:
@@ -98,9 +95,7 @@ def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mas
     if trie.next[0].device != input_ids.device:
         raise ValueError(f"trie lives on {trie.next[0].device}, inputs on {input_ids.device}; use trie.to(device)")
     vocab, K = trie.vocab, trie.vocab.codebook_size
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.inference_mode():
             enc = model.encode(input_ids, attention_mask, input_extra=input_extra, token_table=token_table)
             cross = model.cross_kv(enc, attention_mask)
@@ -111,7 +106,7 @@ def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mas
             cache, nb = None, 1
             for j in range(vocab.n_tokens):
                 out = model.decode_step(tokens, cross, cache, token_table=token_table)
-                off = 2 + j * K  # level j owns tokens [off, off + K)
+                off = vocab.level_offset(j)  # level j owns tokens [off, off + K)
                 logp = torch.log_softmax(out.logits.float(), dim=-1)[:, off:off + K]  # [B*nb, K]
                 child = trie.next[j][node.clamp(min=0)].long()  # [B*nb, K]; -1 = not in the trie
                 cand = (score[:, None] + logp).masked_fill_(child < 0, NEG_INF).view(B, nb * K)
@@ -131,8 +126,6 @@ def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mas
             score, node = score.view(B, beam_size)[:, :topk], node.view(B, beam_size)[:, :topk]
         # cloned outside inference mode: callers get ordinary tensors they may modify in place
         return BeamOutput(node.clone(), score.clone())
-    finally:
-        _restore_mode(model, was_training)
 
 
 def reference_beam_search(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, trie: SIDTrie, *,
@@ -141,10 +134,8 @@ def reference_beam_search(model: GenRecModel, input_ids: Tensor, attention_mask:
     """The readable version: per user, Python dict trie, decoder recomputed from scratch every step."""
     vocab, K = trie.vocab, trie.vocab.codebook_size
     tree = trie.as_dict()
-    was_training = model.training
-    model.eval()
     items, scores = [], []
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             for b in range(input_ids.shape[0]):
                 extra = None if input_extra is None else input_extra[b:b + 1]
@@ -152,21 +143,19 @@ def reference_beam_search(model: GenRecModel, input_ids: Tensor, attention_mask:
                                    token_table=token_table)
                 beams: list[tuple[tuple[int, ...], float, dict | int]] = [((), 0.0, tree)]
                 for j in range(vocab.n_tokens):
-                    dec_in = torch.tensor([[PAD] + [2 + i * K + c for i, c in enumerate(p)] for p, _, _ in beams],
+                    dec_in = torch.tensor([[PAD] + [vocab.token(i, c) for i, c in enumerate(p)] for p, _, _ in beams],
                                           device=input_ids.device)
                     n = len(beams)
                     logits = model.decode(dec_in, enc.expand(n, -1, -1), attention_mask[b:b + 1].expand(n, -1),
                                           token_table=token_table)[:, -1]
                     logp = torch.log_softmax(logits.float(), dim=-1).tolist()
-                    cand = [(p + (c,), s + logp[i][2 + j * K + c], sub[c])
+                    cand = [(p + (c,), s + logp[i][vocab.token(j, c)], sub[c])
                             for i, (p, s, sub) in enumerate(beams) for c in sub]
                     cand.sort(key=lambda x: -x[1])
                     beams = cand[:beam_size]
                 top = beams[:topk]
                 items.append([it for _, _, it in top] + [-1] * (topk - len(top)))
                 scores.append([s for _, s, _ in top] + [NEG_INF] * (topk - len(top)))
-    finally:
-        _restore_mode(model, was_training)
     dev = input_ids.device
     return BeamOutput(torch.tensor(items, dtype=torch.long, device=dev).view(-1, topk),
                       torch.tensor(scores, device=dev).view(-1, topk))
@@ -177,9 +166,7 @@ def score_all_items(model: GenRecModel, input_ids: Tensor, attention_mask: Tenso
     """log p(z_v | x_u) of every item's full ID (Eq. 3, teacher forcing): [B, N]. Exhaustive; for tests."""
     vocab = model.vocab
     labels = vocab.codes_to_tokens(codes.long())  # [N, n_tokens]
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             enc = model.encode(input_ids, attention_mask, input_extra=input_extra, token_table=token_table)
             dec_in = model.shift_right(labels)
@@ -190,8 +177,6 @@ def score_all_items(model: GenRecModel, input_ids: Tensor, attention_mask: Tenso
                                       token_table=token_table)
                 logp = torch.log_softmax(logits.float(), dim=-1).gather(2, labels[..., None])[..., 0]
                 out.append(logp.sum(1))
-    finally:
-        _restore_mode(model, was_training)
     return torch.stack(out)
 
 

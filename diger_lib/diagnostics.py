@@ -17,6 +17,7 @@ from . import metrics as M
 from .data import Samples, make_batch
 from .recommender import GenRecModel
 from .rqvae import RQVAE
+from .runtime import eval_mode
 from .vocab import SIDVocab
 
 PROBE_SIZE = 2048  # training samples in the fixed probe set
@@ -56,9 +57,7 @@ def probe_loss(model: GenRecModel, samples: Samples, idx: np.ndarray, full_ids: 
                token_table: torch.Tensor | None = None, batch_size: int = 256) -> float:
     """Mean token cross-entropy (Eq. 4) of ``samples[idx]`` when items carry ``full_ids`` [N, n_tokens], in eval
     mode with the inference embeddings (``token_table``)."""
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         tokens = vocab.codes_to_tokens(full_ids.long()).cpu()
         dev = next(model.parameters()).device
         total, n = 0.0, 0
@@ -68,8 +67,6 @@ def probe_loss(model: GenRecModel, samples: Samples, idx: np.ndarray, full_ids: 
             total += float(out.loss) * b.labels.numel()
             n += b.labels.numel()
         return total / max(n, 1)
-    finally:
-        model.train(was)
 
 
 def level_drift(prev: torch.Tensor | None, cur: torch.Tensor, prefix: str) -> dict[str, float]:

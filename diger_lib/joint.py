@@ -128,8 +128,8 @@ class JointTokenizer(nn.Module):
         eff = table.detach().clone()
         if self.joint.coupling is Coupling.NONE:  # the recommender never read W e in training
             return eff
-        K = self.K
+        K, vocab = self.K, self.vocab
         for j, p in enumerate(self.proj):
-            start = 2 + j * K
+            start = vocab.level_offset(j)
             eff[start:start + K] += p(self.rqvae.codebooks[j])
         return eff

@@ -74,3 +74,15 @@ def relative_text(text: str) -> str:
     if not art.startswith(root):
         text = text.replace(art, f"${ARTIFACTS_ENV}/")
     return text.replace(root, "")
+
+
+def dataset_artifacts(artifacts_dir: Path | str, dataset: str) -> Path:
+    """``<artifacts_dir>/<dataset>`` (created): embeddings (notebook 02), tokenizers (03), runs (04)."""
+    d = Path(artifacts_dir) / dataset
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def rqvae_dir(artifacts_dir: Path | str, dataset: str, K: int, m: int) -> Path:
+    """Where notebook 03 saves a tokenizer of K codes per level and m levels (``rqvae.pt``, ``codes.npy``)."""
+    return dataset_artifacts(artifacts_dir, dataset) / f"rqvae_K{K}_m{m}"

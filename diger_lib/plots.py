@@ -277,3 +277,25 @@ def save_figure(fig: Figure, path_without_ext: str | os.PathLike, dpi: int = 150
             fig.savefig(fh, format=ext, dpi=dpi, bbox_inches="tight", metadata=metadata)
         written.append(target)
     return written
+
+
+def training_curve(history: pd.DataFrame) -> Figure:
+    """One run's per-epoch curves (notebook 04): training loss and validation NDCG@10 (and R@10)."""
+    _require(history, ["epoch", "val_ndcg10"], "training_curve")
+    fig = Figure(figsize=(8.0, 3.0), layout="constrained")
+    ax_loss, ax_val = fig.subplots(1, 2)
+    trained = history[history["epoch"] > 0]
+    if "loss" in history and len(trained):
+        ax_loss.plot(trained["epoch"], trained["loss"], marker="o", label="loss")
+        if "loss_gen" in history:
+            ax_loss.plot(trained["epoch"], trained["loss_gen"], marker=".", label="L_gen")
+        ax_loss.legend()
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax_val.plot(history["epoch"], history["val_ndcg10"], marker="o", label="NDCG@10")
+    if "val_R@10" in history:
+        ax_val.plot(history["epoch"], history["val_R@10"], marker=".", label="Recall@10")
+    ax_val.set(xlabel="epoch", ylabel="validation", title="validation (early stopping on NDCG@10)")
+    ax_val.legend()
+    for ax in (ax_loss, ax_val):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig

@@ -19,6 +19,7 @@ from .progress import progress_bar
 from .assignment import assign_level, neg_sq_dist, scaled_logits
 from .config import AssignConfig, RQVAEConfig, Sim, VQCodes
 from .metrics import collision_rate
+from .runtime import eval_mode
 
 
 class PretrainOut(NamedTuple):
@@ -121,12 +122,8 @@ class RQVAE(nn.Module):
     @torch.no_grad()
     def deterministic_codes(self, x: Tensor, batch_size: int = 4096) -> Tensor:
         """Noise-free argmax codes [N, m] (inference-time SIDs), encoder in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return torch.cat([self._argmax_chain(self.encode(x[i : i + batch_size])) for i in range(0, x.shape[0], batch_size)])
-        finally:
-            self.train(was_training)
 
     def tokenize(
         self,
@@ -182,9 +179,7 @@ class RQVAE(nn.Module):
         """Median gap between the best and second-best Eq. 5 logit per level along the deterministic chain of
         ``x`` (all items at once, so batch-scaled sims see the whole catalogue). Noise of scale ~1 re-draws a
         level's code when its gap is well below 1."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             residual, gaps = self.encode(x), []
             for j in range(self.n_levels):
                 logits = scaled_logits(residual, self.codebooks[j], sim)
@@ -192,18 +187,12 @@ class RQVAE(nn.Module):
                 gaps.append(float((top2[:, 0] - top2[:, 1]).median()))
                 residual = residual - self.codebooks[j][neg_sq_dist(residual, self.codebooks[j]).argmax(-1)]
             return gaps
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def kmeans_init_(self, x: Tensor, iters: int, seed: int) -> None:
         """Initialise each level's codebook by k-means on that level's residuals of encode(x)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             z = torch.cat([self.encode(x[i : i + 4096]) for i in range(0, x.shape[0], 4096)])
-        finally:
-            self.train(was_training)
         g = torch.Generator().manual_seed(int(seed))
         residual = z
         for j in range(self.n_levels):

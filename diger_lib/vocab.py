@@ -23,6 +23,13 @@ class SIDVocab(NamedTuple):
     def size(self) -> int:
         return N_SPECIAL + self.n_tokens * self.codebook_size
 
+    def level_offset(self, level: int) -> int:
+        """First token id of ``level``'s block: ``2 + level*K`` (the one place this offset is written)."""
+        return N_SPECIAL + level * self.codebook_size
+
+    def token(self, level: int, code: int) -> int:
+        return self.level_offset(level) + code
+
     def level_offsets(self, device: torch.device | str | None = None) -> torch.Tensor:
         return N_SPECIAL + torch.arange(self.n_tokens, device=device) * self.codebook_size
 

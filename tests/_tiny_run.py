@@ -7,11 +7,11 @@ import numpy as np
 import torch
 
 from diger_lib import data as D
-from diger_lib.config import AssignConfig, JointConfig, RecommenderConfig, RQVAEConfig, TrainConfig, to_dict
-from diger_lib.joint import JointTokenizer, assign_config_for
+from diger_lib.config import AssignConfig, DataConfig, JointConfig, RecommenderConfig, RQVAEConfig, TrainConfig
+from diger_lib.joint import assign_config_for
+from diger_lib.pipeline import RunSpec, make_trainer
 from diger_lib.rqvae import RQVAE, add_conflict_codes
 from diger_lib.training import Trainer
-from diger_lib.vocab import SIDVocab
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = RecommenderConfig(d_model=16, n_heads=2, d_kv=8, d_ff=32, n_encoder_layers=1, n_decoder_layers=1)
@@ -30,15 +30,15 @@ def build(method: str, ckpt_dir, epochs: int = 4, decay: str = "sdud+frqud", lr:
                       time_budget_minutes=time_budget_minutes, **(train or {}))
     run_config = {"method": method, "decay": decay, "lr": lr,  # epochs is an upper bound: raising it resumes
                   "assign": assign, "joint": joint, "train": train}
-    if method == "two_stage":
-        ids = add_conflict_codes(rq.deterministic_codes(X), 8)
-        return Trainer(split, cfg, TINY, SIDVocab(3, 8), item_ids=ids, ckpt_dir=ckpt_dir, run_config=run_config,
-                       progress=False, log=lambda s: None, init_state=init_state)
-    tok = JointTokenizer(rq, assign_config_for(cfg.method, AssignConfig(decay=decay, **(assign or {}))), X, TINY.d_model,
-                         seed=0, joint=JointConfig(**(joint or {})))
-    tok.refresh_ids()
-    return Trainer(split, cfg, TINY, tok.vocab, joint=tok, ckpt_dir=ckpt_dir, run_config=run_config,
-                   progress=False, log=lambda s: None, init_state=init_state)
+    spec = RunSpec(data=DataConfig(dataset="Tiny", data_root=str(FIXTURES)), model=TINY, train=cfg,
+                   assign=assign_config_for(cfg.method, AssignConfig(decay=decay, **(assign or {}))),
+                   joint=JointConfig(**(joint or {})), codebook_size=8, n_levels=2)
+    quiet = dict(ckpt_dir=ckpt_dir, run_config=run_config, init_state=init_state, progress=False, log=lambda s: None)
+    if method == "two_stage":  # the same call as notebook 04, with the tokenizer's IDs frozen
+        return make_trainer(spec, split, item_ids=add_conflict_codes(rq.deterministic_codes(X), 8), **quiet)
+    trainer = make_trainer(spec, split, tokenizer=rq, item_emb=X, **quiet)
+    trainer.joint.refresh_ids()  # the epoch table exists before fit() (tests inspect a step without training)
+    return trainer
 
 
 def _nan_to_none(v):

@@ -196,15 +196,16 @@ def test_per_user_metrics_and_paired_bootstrap():
 
 
 def test_init_from_names_the_missing_run(tmp_path):
-    from diger_lib import nbutils
+    from diger_lib.pipeline import finished_run_weights
+    from diger_lib.records import write_json
     (tmp_path / "a_run" / "fp").mkdir(parents=True)
-    nbutils.write_json(tmp_path / "a_run" / "finished.json", {"fingerprint": "fp"})
+    write_json(tmp_path / "a_run" / "finished.json", {"fingerprint": "fp"})
     with pytest.raises(FileNotFoundError, match="finished runs here: a_run"):
-        nbutils.finished_run_weights(tmp_path, "b_run")
+        finished_run_weights(tmp_path, "b_run")
 
 
 def test_ranks_file_roundtrip(tmp_path):
-    from diger_lib import nbutils
+    from diger_lib.records import read_ranks, write_ranks
     r = np.array([-1, 0, 9, 3, -1])
-    nbutils.write_ranks(tmp_path / "r.txt.gz", r)
-    assert np.array_equal(nbutils.read_ranks(tmp_path / "r.txt.gz"), r)
+    write_ranks(tmp_path / "r.txt.gz", r)
+    assert np.array_equal(read_ranks(tmp_path / "r.txt.gz"), r)

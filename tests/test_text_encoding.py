@@ -13,7 +13,6 @@ from diger_lib.text_encoding import (
     encode_texts,
     load_or_encode,
     render_item_text,
-    resolve_device,
 )
 
 TEXTS = [
@@ -81,13 +80,6 @@ def test_missing_model_folder(tmp_path):
         encode_texts(["x"], tmp_path / "no_such_model", progress=False)
     with pytest.raises(FileNotFoundError, match="no_such_model"):
         load_or_encode(ITEMS, model_path=tmp_path / "no_such_model", cache_dir=tmp_path)
-
-
-def test_resolve_device():
-    assert resolve_device("cpu").type == "cpu"
-    assert resolve_device("auto").type in {"cpu", "cuda"}
-    with pytest.raises(ValueError, match="not a valid"):
-        resolve_device("gpu0")
 
 
 def test_cache_hit_and_template_miss(model_path, tmp_path, monkeypatch):

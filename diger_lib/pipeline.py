@@ -1,0 +1,203 @@
+"""One run of notebook 04, built from its flat parameters: the call the notebook, the tests and the benchmarks share.
+
+``RunSpec.from_params(params)`` turns the flat, typed parameters into the frozen configs (``config.from_flat``,
+validated, ``ids`` an Enum); ``spec.run_config()`` is the dict whose hash (``checkpoint.fingerprint``) names the
+checkpoint folder, so it must not change for the same parameters (a test pins it). ``build_trainer`` loads what the
+run needs from the artifacts (the tokenizer of notebook 03 for joint methods, its codes or LETTER's IDs for
+Two-Stage) and returns a ready ``Trainer``; ``make_trainer`` does the same from objects in memory.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_torch_save, fingerprint
+from .config import (AssignConfig, ConfigError, DataConfig, IDSource, JointConfig, LRSchedule, Method,
+                     NOT_FINGERPRINTED, RecommenderConfig, RQVAEConfig, TrainConfig, _enum, from_flat, to_dict)
+from .data import Split, dataset_dir, load_index_codes, make_ids_unique
+from .joint import JointTokenizer, assign_config_for
+from .paths import dataset_artifacts, rqvae_dir
+from .records import write_json
+from .rqvae import RQVAE
+from .runtime import resolve_device, seed_everything
+from .training import Trainer
+from .vocab import SIDVocab
+
+LETTER_K = 256  # LETTER's codebooks: codes <a_0> ... <a_255>
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a notebook-04 run (the configs of ``config.py`` plus where its IDs come from)."""
+
+    data: DataConfig
+    model: RecommenderConfig
+    train: TrainConfig
+    assign: AssignConfig  # as the method uses it (STE fixes its switches: ``joint.assign_config_for``)
+    joint: JointConfig
+    ids: IDSource = IDSource.OURS
+    codebook_size: int = 256  # K of the tokenizer to load (notebook 03)
+    n_levels: int = 3  # m of the tokenizer to load
+    init_from: str = ""  # warm start from this finished run's best recommender weights
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", _enum(IDSource, self.ids, "ids"))
+        if self.ids is IDSource.LETTER and self.train.method != Method.TWO_STAGE:
+            raise ConfigError("ids='letter' only applies to method='two_stage' (LETTER's IDs have no tokenizer to train)")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "RunSpec":
+        """Build from notebook 04's flat parameters (other keys, e.g. the notebook's globals, are ignored)."""
+        train = from_flat(TrainConfig, params)
+        return cls(data=from_flat(DataConfig, params), model=from_flat(RecommenderConfig, params), train=train,
+                   assign=assign_config_for(train.method, from_flat(AssignConfig, params)),
+                   joint=from_flat(JointConfig, params), ids=params.get("ids", "ours"),
+                   codebook_size=params.get("codebook_size", 256), n_levels=params.get("n_levels", 3),
+                   init_from=params.get("init_from", ""))
+
+    @property
+    def is_joint(self) -> bool:
+        return self.train.method in (Method.STE, Method.DIGER)
+
+    def run_config(self) -> dict[str, Any]:
+        """The configuration a checkpoint belongs to. Keys, order and values are those notebook 04 has always
+        written: changing them would orphan every checkpoint of an interrupted batch (tests/test_pipeline.py)."""
+        cfg = {"data": to_dict(self.data), "model": to_dict(self.model),
+               "train": {k: v for k, v in to_dict(self.train).items() if k not in NOT_FINGERPRINTED},
+               "assign": to_dict(self.assign), "joint": to_dict(self.joint), "ids": self.ids.value,
+               "K": self.codebook_size, "m": self.n_levels, "init_from": self.init_from}
+        if self.train.lr_schedule is LRSchedule.WARMUP_COSINE:  # the cosine horizon is `epochs`: then it changes the run
+            cfg["cosine_epochs"] = self.train.epochs
+        return cfg
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.run_config())
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tokenizer and IDs on disk
+# ------------------------------------------------------------------------------------------------------------
+def save_tokenizer(model: RQVAE, cfg: RQVAEConfig, path: Path | str) -> Path:
+    """``rqvae.pt`` as notebook 03 writes it: input size, config and weights (atomic)."""
+    atomic_torch_save({"in_dim": model.in_dim, "config": to_dict(cfg), "state_dict": model.state_dict()}, path)
+    return Path(path)
+
+
+def load_tokenizer(path: Path | str) -> RQVAE:
+    """The RQ-VAE saved by :func:`save_tokenizer`, on the CPU."""
+    saved = torch.load(path, map_location="cpu")
+    cfg = RQVAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
+    model = RQVAE(saved["in_dim"], cfg)
+    model.load_state_dict(saved["state_dict"])
+    return model
+
+
+def load_letter_ids(data_root: Path | str, dataset: str, n_items: int, K: int = LETTER_K) -> tuple[np.ndarray, int, int]:
+    """LETTER's published IDs (``NAME.index.json``) made unique (a trie maps each ID to one item).
+    Returns (codes [n_items, L], K, number of items whose last code was moved)."""
+    codes = load_index_codes(dataset_dir(data_root, dataset) / f"{dataset}.index.json", n_items)
+    K = max(K, int(codes.max()) + 1)
+    codes, n_changed = make_ids_unique(codes, K)
+    return codes, K, n_changed
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The trainer
+# ------------------------------------------------------------------------------------------------------------
+def make_trainer(spec: RunSpec, split: Split, *, ckpt_dir: Path | str, item_ids: torch.Tensor | None = None,
+                 K: int | None = None, tokenizer: RQVAE | None = None, item_emb: torch.Tensor | None = None,
+                 run_config: dict[str, Any] | None = None, init_state: dict[str, torch.Tensor] | None = None,
+                 **trainer_kw: Any) -> Trainer:
+    """A Trainer for ``spec``: Two-Stage reads the frozen ``item_ids`` (codes in [0, K)); STE and DIGER tokenise
+    ``item_emb`` with ``tokenizer`` at every step. ``run_config`` defaults to ``spec.run_config()``."""
+    run_config = spec.run_config() if run_config is None else run_config
+    if spec.is_joint:
+        if tokenizer is None or item_emb is None:
+            raise ValueError(f"method={spec.train.method.value} needs the tokenizer and the item embeddings")
+        seed_everything(spec.train.seed)  # the projection W is initialised here
+        joint = JointTokenizer(tokenizer, spec.assign, item_emb.to(resolve_device(spec.train.device)),
+                               spec.model.d_model, seed=spec.train.seed, joint=spec.joint)
+        return Trainer(split, spec.train, spec.model, joint.vocab, joint=joint, ckpt_dir=ckpt_dir,
+                       run_config=run_config, init_state=init_state, **trainer_kw)
+    if item_ids is None:
+        raise ValueError("method=two_stage needs item_ids")
+    vocab = SIDVocab(item_ids.shape[1], K or spec.codebook_size)
+    return Trainer(split, spec.train, spec.model, vocab, item_ids=item_ids, ckpt_dir=ckpt_dir, run_config=run_config,
+                   init_state=init_state, **trainer_kw)
+
+
+def checkpoint_dir(spec: RunSpec, artifacts_dir: Path | str, run_name: str) -> Path:
+    """``<artifacts>/<dataset>/runs/<run_name>/<fingerprint>``: one folder per configuration."""
+    return dataset_artifacts(artifacts_dir, spec.data.dataset) / "runs" / run_name / spec.fingerprint()
+
+
+def build_trainer(spec: RunSpec, split: Split, artifacts_dir: Path | str, run_name: str,
+                  log: Callable[[str], None] = print, **trainer_kw: Any) -> Trainer:
+    """The Trainer of a notebook-04 run from the artifacts of notebooks 02 and 03 (or LETTER's IDs)."""
+    art = dataset_artifacts(artifacts_dir, spec.data.dataset)
+    kw: dict[str, Any] = {}
+    if spec.ids is IDSource.LETTER:
+        codes, kw["K"], n_changed = load_letter_ids(spec.data.data_root, spec.data.dataset, split.n_items)
+        log(f"LETTER's IDs: {n_changed} items shared an ID with another item; their last code was moved to a free value")
+        kw["item_ids"] = torch.from_numpy(codes)
+    else:
+        rq = rqvae_dir(artifacts_dir, spec.data.dataset, spec.codebook_size, spec.n_levels)
+        if not (rq / "rqvae.pt").is_file():
+            raise FileNotFoundError(f"{rq / 'rqvae.pt'} not found: run notebook 03 with codebook_size="
+                                    f"{spec.codebook_size}, n_levels={spec.n_levels} first")
+        if spec.is_joint:
+            kw["tokenizer"] = load_tokenizer(rq / "rqvae.pt")
+            kw["item_emb"] = torch.from_numpy(np.load(art / "item_emb.npy")).float()
+        else:
+            kw["item_ids"] = torch.from_numpy(np.load(rq / "codes.npy"))
+    init_state = finished_run_weights(art / "runs", spec.init_from) if spec.init_from else None
+    return make_trainer(spec, split, ckpt_dir=checkpoint_dir(spec, artifacts_dir, run_name), init_state=init_state,
+                        log=log, **kw, **trainer_kw)
+
+
+def mark_finished(trainer: Trainer, artifacts_dir: Path | str, dataset: str, run_name: str) -> Path:
+    """``runs/<run_name>/finished.json`` names the finished configuration (what ``init_from`` reads)."""
+    return write_json(dataset_artifacts(artifacts_dir, dataset) / "runs" / run_name / "finished.json",
+                      {"fingerprint": trainer.ckpt_dir.name})
+
+
+def finished_run_weights(runs_dir: Path | str, name: str) -> dict[str, Any]:
+    """Best recommender weights of a finished notebook-04 run of the same artifacts folder (warm start)."""
+    pointer = Path(runs_dir) / name / "finished.json"
+    if not pointer.is_file():
+        known = sorted(p.parent.name for p in Path(runs_dir).glob("*/finished.json"))
+        raise FileNotFoundError(f"init_from={name!r}: no finished run {pointer}; finished runs here: "
+                                f"{', '.join(known) or 'none'} (run that step first, same artifacts_dir)")
+    best = Path(runs_dir) / name / json.loads(pointer.read_text())["fingerprint"] / "best.pt"
+    return torch.load(best, map_location="cpu", weights_only=False)["model"]
+
+
+def run_label(method: str, ids: str = "ours", decay: str = "none", noise: str = "gumbel", update: str = "soft") -> str:
+    """The row name of Table 2/4 a run reproduces (``metrics.json``'s ``label``)."""
+    label = {"two_stage": "Two-Stage" + (" (LETTER IDs)" if ids == "letter" else ""), "ste": "STE",
+             "most_popular": "MostPopular"}.get(method)
+    if label is None:
+        label = "DIGER (" + {"none": "w/o UD", "sdud": "SDUD", "frqud": "FrqUD", "sdud+frqud": "SDUD+FrqUD",
+                             "tau_anneal": "tau annealing"}[decay] + ")"
+        if noise != "gumbel" or update != "soft":
+            label += f" noise={noise} update={update}"
+    return label
+
+
+def print_config(run_config: dict[str, Any]) -> None:
+    print(json.dumps(run_config, indent=1))
+
+
+def recommend_for(trainer: Trainer, item_ids: np.ndarray | torch.Tensor, samples, idx) -> np.ndarray:
+    """Top-k items [len(idx), k] the trained model (its best checkpoint, as ``fit`` leaves it) gives samples ``idx``,
+    with the IDs ``item_ids`` the test used (``TrainResult.item_ids``)."""
+    from .training import top_items
+
+    ids = torch.as_tensor(np.asarray(item_ids)).long().to(trainer.device)
+    table = trainer.joint.token_table(trainer.model.embed_weight()) if trainer.joint is not None else None
+    return top_items(trainer.model, samples, np.asarray(idx), ids, trainer.vocab, trainer.cfg, token_table=table).numpy()

@@ -1,0 +1,69 @@
+"""Reading the finished notebook-04 runs of a profile (``papermill_runs/<profile>/04_train_recommender__<name>/``):
+the one reader notebooks 05 (figures) and 06 (tables) share."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from .records import read_ranks
+
+PREFIX = "04_train_recommender"
+
+
+def run_dir(runs_dir: Path | str, name: str) -> Path:
+    return Path(runs_dir) / f"{PREFIX}__{name}"
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+class Run(NamedTuple):
+    name: str  # the variant, e.g. "diger_frqud"
+    dir: Path
+    metrics: dict[str, Any]  # metrics.json
+    manifest: dict[str, Any]  # manifest.json (commit, versions; {} if absent)
+    timing: dict[str, Any]  # timing.json ({} if absent)
+
+    def history(self):
+        """The per-epoch table (``history.csv``) as a DataFrame, or None (MostPopular has none)."""
+        import pandas as pd
+
+        f = self.dir / "history.csv"
+        return pd.read_csv(f) if f.is_file() else None
+
+    def usage(self) -> np.ndarray | None:
+        """Code usage counts [m, K] at the best checkpoint (``usage.json``), or None."""
+        u = _json(self.dir / "usage.json")
+        return np.asarray(u["counts"]) if u else None
+
+    def ranks(self) -> np.ndarray:
+        """Per-test-user target ranks (``test_ranks.txt.gz``), for paired bootstraps."""
+        f = self.dir / "test_ranks.txt.gz"
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found: run {self.name!r} has no per-user test ranks (rerun it with this code)")
+        return read_ranks(f)
+
+
+def read_run(d: Path) -> Run:
+    return Run(d.name.replace(f"{PREFIX}__", ""), d, _json(d / "metrics.json"), _json(d / "manifest.json"),
+               _json(d / "timing.json"))
+
+
+def read_runs(runs_dir: Path | str, names: Sequence[str] | None = None, need: str = "metrics.json") -> list[Run]:
+    """The named runs (each must have ``need``: a clear error names the missing one), or with ``names=None`` every
+    finished run in the folder, sorted by name (staging folders and runs without metrics.json are skipped)."""
+    if names is None:
+        dirs = [d for d in sorted(Path(runs_dir).glob(f"{PREFIX}*"))
+                if not d.name.startswith(".") and (d / "metrics.json").is_file()]
+        return [read_run(d) for d in dirs]
+    out = []
+    for name in names:
+        d = run_dir(runs_dir, name)
+        if not (d / need).is_file():
+            raise FileNotFoundError(f"{d / need} not found: run notebook 04 variant {name!r} in this profile first")
+        out.append(read_run(d))
+    return out

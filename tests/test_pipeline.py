@@ -1,0 +1,109 @@
+"""pipeline: one call builds a notebook-04 run from its flat parameters. The checkpoint fingerprint of a parameter
+set is pinned to the value the notebook computed before the wiring moved into the library (commit d564399): a
+running batch resumes its checkpoints only if these stay byte-identical."""
+import json
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+from diger_lib import pipeline
+from diger_lib.config import ConfigError, IDSource, Method
+from diger_lib.profiles import steps_for
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"dataset": "Tiny", "data_root": "tests/fixtures"}
+
+PINNED = [  # (parameters given to notebook 04, fingerprint the notebook's own code computed at d564399)
+    (dict(TINY), "1bbb2b6ac24edd96"),
+    (dict(TINY, decay="frqud", epochs=3, lr_schedule="warmup_cosine", method="diger", warmup_steps=5), "7b3450b58e416408"),
+    (dict(TINY, codebook_size=8, ids="letter", method="two_stage", n_levels=2), "5061eff768d7124f"),
+    (dict(TINY, method="most_popular"), "2a8272f7317a998c"),
+    (dict(TINY, coupling="none", init_from="04_train_recommender__two_stage", labels="deterministic", method="ste",
+          proj_init="zero", seed=7, sim="gaussian", tokenizer_lr=1e-06, tokenizer_train="codebooks", vq_codes="sampled"),
+     "5b37f337edbaa209"),
+]
+# the diagnosis batch's notebook-04 steps (the checkpoints it resumes)
+DIAGNOSIS = {"dg_authors": "92abcd5b44669c14", "dg_base": "8e54b22e56d18de1", "dg_codebooks_lr1e-5": "0ccf6aa214e52c0b",
+             "dg_cosine": "623b2449e88091ba", "dg_frqud_per_item": "7a2821a58581d5bd",
+             "dg_last_layer_lr1e-5": "93755fda4463df6d", "dg_sampled_labels": "0ffeb8d2963c055d",
+             "dg_sdud_lambda2": "c7e837fe62cf87e8", "dg_tok_lr0": "de8ac44eb4dcbfee", "dg_tok_lr1e-5": "4393a0bbe64cff0f",
+             "dg_zero_w": "7c5adcef843bc19c", "ts_cosine": "1c3f5efa950eec5a", "ts_s2026": "d718a7193f5fdfd9",
+             "ts_s2027": "c405bea8b9ffe925", "ws_dg_plus1": "edd4c62d5d054cfd", "ws_ts_pass1": "07dcc963135523e9",
+             "ws_ts_plus1": "71d77bacc062d72b"}
+
+
+def notebook_params(**given):
+    """Notebook 04's parameters as the kernel holds them: the parameters cell's defaults, then the given values."""
+    book = nbformat.read(ROOT / "notebooks" / "04_train_recommender.ipynb", as_version=4)
+    cell = next(c for c in book.cells if "parameters" in c.metadata.get("tags", []))
+    ns: dict = {}
+    exec(cell.source, ns)
+    unknown = set(given) - set(ns)
+    assert not unknown, unknown
+    ns.update(given)
+    return ns
+
+
+@pytest.mark.parametrize("given,expected", PINNED)
+def test_fingerprint_is_pinned(given, expected):
+    assert pipeline.RunSpec.from_params(notebook_params(**given)).fingerprint() == expected
+
+
+def test_diagnosis_fingerprints_are_pinned():
+    steps = {v: p for s, v, p in steps_for("diagnosis") if s == "04_train_recommender"}
+    assert set(steps) == set(DIAGNOSIS)
+    for name, params in steps.items():
+        assert pipeline.RunSpec.from_params(notebook_params(**params)).fingerprint() == DIAGNOSIS[name], name
+
+
+def test_run_config_keys_and_cosine_horizon():
+    spec = pipeline.RunSpec.from_params(notebook_params(**TINY))
+    cfg = spec.run_config()
+    assert list(cfg) == ["data", "model", "train", "assign", "joint", "ids", "K", "m", "init_from"]
+    assert "epochs" not in cfg["train"] and cfg["ids"] == "ours" and json.dumps(cfg)
+    cos = pipeline.RunSpec.from_params(notebook_params(**TINY, lr_schedule="warmup_cosine", epochs=7)).run_config()
+    assert cos["cosine_epochs"] == 7  # with a cosine schedule, `epochs` sets the horizon and so changes the run
+    a = pipeline.RunSpec.from_params(notebook_params(**TINY, epochs=3)).fingerprint()
+    assert a == spec.fingerprint()  # otherwise `epochs` is an upper bound: raising it resumes
+
+
+def test_from_params_ignores_other_globals_and_validates():
+    spec = pipeline.RunSpec.from_params(dict(notebook_params(**TINY, method="ste", tau=3.0), np=np, OUT="x"))
+    assert spec.train.method is Method.STE and spec.ids is IDSource.OURS
+    assert spec.assign.noise.value == "none" and spec.assign.tau == 3.0  # STE fixes its switches, keeps tau
+    with pytest.raises(ConfigError, match="ids='theirs' is not one of"):
+        pipeline.RunSpec.from_params(notebook_params(**TINY, ids="theirs"))
+    with pytest.raises(ConfigError, match="only applies to method='two_stage'"):
+        pipeline.RunSpec.from_params(notebook_params(**TINY, ids="letter", method="diger"))
+    with pytest.raises(ConfigError, match="sim="):
+        pipeline.RunSpec.from_params(notebook_params(**TINY, sim="cosine"))
+
+
+def test_tokenizer_round_trip(tmp_path):
+    from diger_lib.config import RQVAEConfig
+    from diger_lib.rqvae import RQVAE
+
+    cfg = RQVAEConfig(codebook_size=8, n_levels=2, code_dim=4, hidden_dims=(16,))
+    model = RQVAE(12, cfg)
+    pipeline.save_tokenizer(model, cfg, tmp_path / "rqvae.pt")
+    back = pipeline.load_tokenizer(tmp_path / "rqvae.pt")
+    x = torch.randn(20, 12)
+    assert back.cfg == cfg and torch.equal(back.deterministic_codes(x), model.deterministic_codes(x))
+
+
+def test_letter_ids_are_unique(tmp_path):
+    d = tmp_path / "X"
+    d.mkdir()
+    (d / "X.inter.json").write_text(json.dumps({"0": [0, 1, 2]}))
+    (d / "X.index.json").write_text(json.dumps({"0": ["<a_1>", "<b_2>"], "1": ["<a_1>", "<b_2>"], "2": ["<a_3>", "<b_0>"]}))
+    codes, K, changed = pipeline.load_letter_ids(tmp_path, "X", 3)
+    assert K == 256 and changed == 1 and len(np.unique(codes, axis=0)) == 3
+
+
+def test_run_label():
+    assert pipeline.run_label("two_stage", "letter") == "Two-Stage (LETTER IDs)"
+    assert pipeline.run_label("diger", decay="frqud") == "DIGER (FrqUD)"
+    assert pipeline.run_label("diger", decay="none", noise="gaussian") == "DIGER (w/o UD) noise=gaussian update=soft"
