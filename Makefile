@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 PROFILE ?= quick
 
-.PHONY: setup data quick smoke paper paper-two-stage test test-fast
+.PHONY: setup data quick smoke paper paper-two-stage test test-fast test-browser diagnosis
 
 # The git diff driver and the nbstripout filter are set with paths relative to the repository: git runs them from
 # the top of the working tree, so each clone and each worktree (worktrees share one .git/config) uses its own venv.
@@ -47,3 +47,8 @@ test: data
 
 test-fast: data
 	$(VPY) -m pytest -q -m "not notebooks and not benchmarks"
+
+# The browser check (needs Debian's chromium: apt-get install chromium); DIGER_SCREENSHOT=path keeps notebook 04's.
+test-browser: data
+	$(VPY) -m pip install -q -r requirements-browser.txt
+	$(VPY) -m pytest -q -m browser tests/test_browser.py
