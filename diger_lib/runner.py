@@ -134,7 +134,10 @@ def apply_overrides(steps: list[Step], sets: list[str]) -> list[Step]:
 def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        # "-dirty" means code or configuration differ from the commit; the results this batch is rewriting
+        # (papermill_runs/, figures/) do not count, or every step after the first would say dirty.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)papermill_runs", ":(exclude)figures"], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         return sha.stdout.strip() + ("-dirty" if dirty else "")
     except Exception:
