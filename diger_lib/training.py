@@ -118,11 +118,11 @@ def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Ten
     (detached).
     """
     B, m = input_ids.shape[0], micro_batch_size or input_ids.shape[0]
-    sid_graph = sid_loss is not None
-    if sid_graph:
-        leaf_in, leaf_dec = input_extra.detach().requires_grad_(), decoder_extra.detach().requires_grad_()
-    else:
-        leaf_in, leaf_dec = input_extra, decoder_extra
+
+    def leaf(t: torch.Tensor | None) -> torch.Tensor | None:  # cut the shared graph; its gradient is gathered
+        return t.detach().requires_grad_() if t is not None and t.requires_grad else t
+
+    leaf_in, leaf_dec = leaf(input_extra), leaf(decoder_extra)
     n_labels = int((labels != -100).sum())
     total = torch.zeros((), device=input_ids.device)
     for s in range(0, B, m):
@@ -133,9 +133,11 @@ def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Ten
         part = out.loss * (int((labels[sl] != -100).sum()) / max(n_labels, 1))
         part.backward()
         total += part.detach()
-    if sid_graph:
-        pairs = [(t, g) for t, g in ((input_extra, leaf_in.grad), (decoder_extra, leaf_dec.grad))
-                 if t.requires_grad and g is not None] + [(sid_loss, torch.ones_like(sid_loss))]
+    pairs = [(t, lf.grad) for t, lf in ((input_extra, leaf_in), (decoder_extra, leaf_dec))
+             if t is not None and t.requires_grad and lf.grad is not None]
+    if sid_loss is not None:  # L_vq + L_recon (none when the tokenizer is frozen or not coupled)
+        pairs.append((sid_loss, torch.ones_like(sid_loss)))
+    if pairs:  # one backward through W_j and the tokenizer for the whole batch
         torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
     return total
 

@@ -209,3 +209,21 @@ def test_ranks_file_roundtrip(tmp_path):
     r = np.array([-1, 0, 9, 3, -1])
     write_ranks(tmp_path / "r.txt.gz", r)
     assert np.array_equal(read_ranks(tmp_path / "r.txt.gz"), r)
+
+
+@pytest.mark.parametrize("joint, train", [({"coupling": "none"}, {}), ({}, {"tokenizer_lr": 0.0}),
+                                          ({"tokenizer_train": "none"}, {}),
+                                          ({"coupling": "none", "tokenizer_train": "codebooks"}, {"tokenizer_lr": 1e-2})])
+def test_switches_train_in_micro_batches(joint, train, tmp_path):
+    """The study's rows train with several micro-batches per batch (the runs use 128 of 256): no extras (coupling
+    none), extras without a tokenizer graph (frozen tokenizer) and the authors' combination."""
+    tr = build("diger", tmp_path, epochs=1, joint=joint, train=dict(train, micro_batch_size=16))
+    rec = tr.train_epoch(1)
+    assert np.isfinite(rec["loss_gen"]) and rec["loss_gen"] > 0
+
+
+def test_frozen_tokenizer_still_trains_w(tmp_path):
+    tr = build("diger", tmp_path, epochs=1, train={"tokenizer_lr": 0.0, "micro_batch_size": 16})
+    w0 = [p.weight.detach().clone() for p in tr.joint.proj]
+    tr.train_epoch(1)
+    assert all(not torch.equal(a, p.weight) for a, p in zip(w0, tr.joint.proj))
