@@ -135,7 +135,7 @@ def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Ten
         total += part.detach()
     pairs = [(t, lf.grad) for t, lf in ((input_extra, leaf_in), (decoder_extra, leaf_dec))
              if t is not None and t.requires_grad and lf.grad is not None]
-    if sid_loss is not None:  # L_vq + L_recon (none when the tokenizer is frozen or not coupled)
+    if sid_loss is not None:  # L_vq + L_recon (None when no tokenizer parameter trains)
         pairs.append((sid_loss, torch.ones_like(sid_loss)))
     if pairs:  # one backward through W_j and the tokenizer for the whole batch
         torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
