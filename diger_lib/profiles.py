@@ -120,17 +120,19 @@ def _diagnosis() -> list[Step]:
         ("dg_tok_lr1e-5", dict(dg, tokenizer_lr=1e-5)),
         ("dg_sampled_labels", dict(dg, labels="sampled")),
         ("ts_s2027", dict(t, method="two_stage", seed=2027)),
-        ("dg_zero_w", dict(dg, proj_init="zero")),
-        ("dg_authors", dict(t, **_AUTHORS)),
-        ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
-        ("dg_codebooks_lr1e-5", dict(dg, tokenizer_train="codebooks", tokenizer_lr=1e-5)),
-        ("dg_last_layer_lr1e-5", dict(dg, tokenizer_train="last_layer", tokenizer_lr=1e-5)),
-        ("dg_sdud_lambda2", dict(dg, decay="sdud", sdud_lambda=2.0)),
-        ("dg_frqud_per_item", dict(dg, frqud_mode="per_item")),
+        # session 4: the budget-matched warm start first (three half-size runs), then the third Two-Stage seed
         ("ws_ts_pass1", dict(t, method="two_stage", **one_pass)),
         ("ws_ts_plus1", dict(t, method="two_stage", init_from="04_train_recommender__ws_ts_pass1", **one_pass)),
         ("ws_dg_plus1", dict(dg, proj_init="zero", init_from="04_train_recommender__ws_ts_pass1", **one_pass)),
+        ("ts_s2028", dict(t, method="two_stage", seed=2028)),
+        ("dg_zero_w", dict(dg, proj_init="zero")),
+        ("dg_frqud_per_item", dict(dg, frqud_mode="per_item")),
+        ("dg_sdud_lambda2", dict(dg, decay="sdud", sdud_lambda=2.0)),
+        ("dg_authors", dict(t, **_AUTHORS)),
+        ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
         ("dg_cosine", dict(dg, **_COSINE)),
+        ("dg_codebooks_lr1e-5", dict(dg, tokenizer_train="codebooks", tokenizer_lr=1e-5)),
+        ("dg_last_layer_lr1e-5", dict(dg, tokenizer_train="last_layer", tokenizer_lr=1e-5)),
     ]
     steps = [("02_encode_item_text", "", dict(d)), ("03_pretrain_rqvae", "", dict(d, **_QUICK_RQ))]
     steps += [("04_train_recommender", name, params) for name, params in rows]
