@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 PROFILE ?= quick
 
-.PHONY: setup data quick smoke paper paper-two-stage test test-fast test-browser diagnosis
+.PHONY: setup data quick smoke paper paper-cpu paper-two-stage test test-fast test-browser diagnosis
 
 # The git diff driver and the nbstripout filter are set with paths relative to the repository: git runs them from
 # the top of the working tree, so each clone and each worktree (worktrees share one .git/config) uses its own venv.
@@ -37,6 +37,12 @@ smoke: data
 # The paper's settings (meant for a GPU; resumable on CPU).
 paper: data
 	$(VPY) -m diger_lib.runner --profile paper $(RUNNER_ARGS)
+
+# Every table and figure of the paper at a scale this CPU can run (about 10 hours on 2 cores); each run resumes, so
+# calling it again continues the batch. Then the README's Results block is regenerated from figures/table*.md.
+paper-cpu: data
+	$(VPY) -m diger_lib.runner --profile paper_cpu --skip-finished $(RUNNER_ARGS)
+	$(VPY) -m diger_lib.cli readme-results
 
 # Two-Stage on Beauty at the paper's full size, 115 min per call; run it again to resume until early stopping.
 paper-two-stage: data

@@ -68,8 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     sd.add_argument("--copy", action="store_true", help="copy instead of symlink")
     rr = sub.add_parser("relativize-runs", help="make committed runs' recorded paths repo-relative")
     rr.add_argument("prefix", help="the absolute checkout path the old runs recorded, e.g. /work/main")
+    rd = sub.add_parser("readme-results", help="regenerate the README's Results block from figures/table*.md")
+    rd.add_argument("--readme", default="README.md")
+    rd.add_argument("--figures", default="figures", help="where notebook 06 wrote table2.md ... claims.md")
     args = ap.parse_args(argv)
-    if args.cmd == "setup-data":
+    if args.cmd == "readme-results":
+        from .atomic import atomic_open
+        from .reproduce import readme_results
+
+        try:
+            text = readme_results(Path(args.readme).read_text(encoding="utf-8"), args.figures)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        with atomic_open(args.readme, "w") as fh:
+            fh.write(text)
+        print(f"{args.readme}: Results block regenerated from {args.figures}/")
+    elif args.cmd == "setup-data":
         try:
             files = setup_data(args.source, args.dest, copy=args.copy)
         except DataError as e:

@@ -5,6 +5,7 @@
 - ``fig7_code_usage_heatmaps``: Figure 7 (per-level code usage as sqrt(K) x sqrt(K) heatmaps).
 - ``diagnostics_figure``: the joint-training diagnostics of ``diagnostics.py`` (not a paper figure).
 - ``rqvae_training_curves``: tokenizer pre-training curves (not a paper figure).
+- ``paper_vs_ours_bars``, ``fig5_sensitivity``: Tables 2/4/5 and Figure 5 beside the paper (``reproduce``).
 - ``save_figure``: PNG + PDF, written atomically.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state, no GUI backend, nothing shown), so
@@ -256,6 +257,55 @@ def rqvae_training_curves(records: Sequence[Mapping[str, Any]] | pd.DataFrame) -
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables 2, 4, 5 and Figure 5 beside the paper (diger_lib.reproduce builds the DataFrames)
+# ----------------------------------------------------------------------------------------------
+def paper_vs_ours_bars(df: pd.DataFrame, reference_key: str = "two_stage", metrics: Sequence[str] = ("R@10", "N@10"),
+                       title: str = "") -> Figure:
+    """Grouped bars, one group per row of a table, paper beside ours, each divided by its own ``reference_key``
+    row of the same dataset (Two-Stage = 1): our CPU-scale numbers sit far below the paper's, so ratios are what
+    compare. Error bars: our seed standard deviation over the same reference. One panel per (dataset, metric)."""
+    _require(df, ["dataset", "row", "key", *metrics, *(f"paper_{m}" for m in metrics)], "paper_vs_ours_bars")
+    datasets = list(dict.fromkeys(df["dataset"]))
+    fig = Figure(figsize=(4.2 * len(metrics), 2.9 * len(datasets)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(datasets), len(metrics), squeeze=False))
+    for i, ds in enumerate(datasets):
+        sub = df[df["dataset"] == ds].reset_index(drop=True)
+        ref = sub[sub["key"] == reference_key]
+        for j, mt in enumerate(metrics):
+            ax, x = axes[i, j], np.arange(len(sub))
+            ours_ref = float(ref[mt].iloc[0]) if len(ref) else np.nan
+            paper_ref = float(ref[f"paper_{mt}"].iloc[0]) if len(ref) else np.nan
+            sd = sub[f"{mt}_sd"] / ours_ref if f"{mt}_sd" in sub else None
+            ax.bar(x - 0.2, sub[f"paper_{mt}"] / paper_ref, 0.4, label="paper", color="0.65")
+            ax.bar(x + 0.2, sub[mt] / ours_ref, 0.4, yerr=sd, label="ours", color="tab:blue", capsize=2)
+            ax.axhline(1.0, color="k", lw=0.6, ls=":")
+            ax.set_xticks(x, sub["row"], rotation=35, ha="right", fontsize=7)
+            ax.set(ylabel=f"{mt} / {reference_key}", title=f"{ds} {mt}")
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def fig5_sensitivity(df: pd.DataFrame, metrics: Sequence[str] = ("R@10", "N@10")) -> Figure:
+    """Figure 5: R@10 and N@10 against the hot-code ratio r (FrqUD) and lambda (SDUD), one line per dataset;
+    grid points not yet run are left out."""
+    _require(df, ["dataset", "param", "value", *metrics], "fig5_sensitivity")
+    params = list(dict.fromkeys(df["param"]))
+    fig = Figure(figsize=(4.0 * len(params), 2.8 * len(metrics)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(metrics), len(params), squeeze=False))
+    for j, param in enumerate(params):
+        for i, mt in enumerate(metrics):
+            ax = axes[i, j]
+            for ds, sub in df[df["param"] == param].groupby("dataset", sort=False):
+                sub = sub.dropna(subset=[mt]).sort_values("value")
+                ax.plot(sub["value"], sub[mt], marker="o", label=ds)
+            ax.set(xlabel=param, ylabel=mt, title=f"{mt} vs {param}")
+            ax.legend(fontsize=7)
     return fig
 
 

@@ -142,6 +142,63 @@ def _diagnosis() -> list[Step]:
                     ("06_results_tables", "", dict(baseline="ts_s2026", pairs=pairs))]
 
 
+# Issue "Every table and figure": Tables 2, 4, 5 and Figures 2, 5, 6, 7 in one batch sized for this CPU (about 40 runs
+# of ~13-20 min on 2 cores). Every run is named <Dataset>__<key>__s<seed> (the keys diger_lib.reproduce reads) and
+# has the diagnosis budget (T5 2+2, 4 x 65,536 samples, 5,000 validation users, test on all users).
+# DIGER's settings: the diagnosis study's choice (README, "DIGER diagnosis study"); until it has chosen, the study's
+# baseline row.
+_CPU_DIGER = dict(sim="gaussian", labels="deterministic", tokenizer_lr=1e-6)
+_CPU_SEEDS = {"Beauty": (2026, 2027), "Instruments": (2026,), "Yelp": (2026,)}
+_CPU_FIG5 = {"r": (1.0, 2.0, 3.0), "lambda": (1.0, 2.0)}  # besides the defaults r = 1.5, lambda = 1.4 (Table 2 runs)
+
+
+def _cpu_table2(ds: str) -> list[Step]:
+    t, out = dict(dataset=ds, **_DIAG_TRAIN), []
+    out.append(("04_train_recommender", f"{ds}__most_popular__s2026", dict(dataset=ds, method="most_popular")))
+    for seed in _CPU_SEEDS[ds]:
+        s = dict(t, seed=seed)
+        out += [("04_train_recommender", f"{ds}__two_stage__s{seed}", dict(s, method="two_stage")),
+                ("04_train_recommender", f"{ds}__ste__s{seed}", dict(s, method="ste"))]
+        for decay in ("sdud", "frqud", "sdud+frqud"):
+            out.append(("04_train_recommender", f"{ds}__diger_{decay.replace('+', '_')}__s{seed}",
+                        dict(s, method="diger", decay=decay, **_CPU_DIGER)))
+    out.append(("04_train_recommender", f"{ds}__two_stage_letter__s2026", dict(t, method="two_stage", ids="letter")))
+    return out
+
+
+def _cpu_fig5(ds: str) -> list[Step]:
+    dg = dict(dataset=ds, **_DIAG_TRAIN, method="diger", **_CPU_DIGER)
+    out = [("04_train_recommender", f"{ds}__frqud_r{r:g}__s2026", dict(dg, decay="frqud", frqud_r=r))
+           for r in _CPU_FIG5["r"]]
+    return out + [("04_train_recommender", f"{ds}__sdud_lambda{lam:g}__s2026", dict(dg, decay="sdud", sdud_lambda=lam))
+                  for lam in _CPU_FIG5["lambda"]]
+
+
+def _paper_cpu() -> list[Step]:
+    steps: list[Step] = [("01_prepare_data", "", dict())]
+    for ds in ("Beauty", "Instruments", "Yelp"):
+        steps += [("02_encode_item_text", ds, dict(dataset=ds)), ("03_pretrain_rqvae", ds, dict(dataset=ds, **_QUICK_RQ))]
+        steps += _cpu_table2(ds)
+    b = dict(dataset="Beauty", **_DIAG_TRAIN, method="diger", **_CPU_DIGER)
+    steps += [("04_train_recommender", f"Beauty__{key}__s2026", dict(b, **extra)) for key, extra in (  # Table 4
+        ("diger_none", dict(decay="none")), ("abl_no_gumbel", dict(decay="none", noise="none")),
+        ("abl_hard_update", dict(decay="none", update="hard")), ("abl_tau_anneal", dict(decay="tau_anneal")),
+        ("abl_gaussian", dict(decay="none", noise="gaussian")))]
+    for K, m in ((128, 3), (512, 3), (256, 2), (256, 4)):  # Table 5: a tokenizer per (K, m)
+        steps.append(("03_pretrain_rqvae", f"Beauty_K{K}_m{m}", dict(dataset="Beauty", codebook_size=K, n_levels=m,
+                                                                    **_QUICK_RQ)))
+        steps.append(("04_train_recommender", f"Beauty__K{K}_m{m}__s2026",
+                      dict(b, decay="frqud", codebook_size=K, n_levels=m)))
+    steps += _cpu_fig5("Beauty") + _cpu_fig5("Instruments")
+    main = "Beauty__diger_frqud__s2026"
+    # paired bootstraps: every run against Two-Stage of its dataset and seed (the same test users)
+    pairs = ",".join(f"{v}:{v.split('__')[0]}__two_stage__s{v.rsplit('__s', 1)[1]}" for s, v, _ in steps
+                     if s == "04_train_recommender" and "__two_stage__" not in v and "most_popular" not in v)
+    return steps + [("05_sid_dynamics_figures", "", dict(runs=f"Beauty__ste__s2026,Beauty__diger_none__s2026,"
+                                                           f"Beauty__diger_sdud__s2026,{main}", main_diger=main)),
+                    ("06_results_tables", "", dict(pairs=pairs, n_boot=2000))]
+
+
 def _paper_two_stage() -> list[Step]:
     """Issue "Speed", the payoff: Two-Stage on Beauty at the paper's full size (T5 6+6, every training sample per
     epoch, validation on every user, patience 10). Each call trains for at most 115 minutes and then reports its
@@ -180,7 +237,7 @@ def _paper() -> list[Step]:
 
 
 PROFILES = {"smoke": _smoke, "quick": _quick, "dynamics": _dynamics, "dynamics_gaussian": _dynamics_gaussian,
-            "diagnosis": _diagnosis,
+            "diagnosis": _diagnosis, "paper_cpu": _paper_cpu,
             "paper_two_stage": _paper_two_stage, "paper": _paper}
 
 

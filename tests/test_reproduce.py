@@ -1,0 +1,115 @@
+"""diger_lib.reproduce: the paper's tables from runs named <Dataset>__<key>__s<seed>, and the claims check."""
+import math
+from pathlib import Path
+
+import pytest
+
+from diger_lib import reproduce as RP
+from diger_lib.runs import Run
+
+
+def run(name, r10, n10=None, users=22363):
+    n10 = r10 / 2 if n10 is None else n10
+    m = {"R@5": r10 * 0.6, "R@10": r10, "N@5": n10 * 0.7, "N@10": n10, "n_test_users": users}
+    return Run(name, Path("."), m, {}, {})
+
+
+def test_parse_name():
+    assert RP.parse_name("Beauty__diger_frqud__s2026") == ("Beauty", "diger_frqud", 2026)
+    assert RP.parse_name("Yelp__frqud_r2.5") == ("Yelp", "frqud_r2.5", None)
+    assert RP.parse_name("ts_s2026") is None  # diagnosis-style names are not table runs
+
+
+def test_seeds_are_averaged_with_sample_sd():
+    cells = RP.collect([run("Beauty__two_stage__s1", 0.020), run("Beauty__two_stage__s2", 0.024), run("x", 0.5)])
+    c = cells[("Beauty", "two_stage")]
+    assert c.mean["R@10"] == pytest.approx(0.022) and c.seeds == (1, 2)
+    assert c.sd["R@10"] == pytest.approx(math.sqrt(((0.002) ** 2 * 2) / 1))
+    assert list(cells) == [("Beauty", "two_stage")]
+
+
+def test_table2_sets_paper_beside_ours_and_claims_follow_the_means():
+    runs = [run("Beauty__two_stage__s1", 0.020), run("Beauty__two_stage__s2", 0.022), run("Beauty__ste__s1", 0.010),
+            run("Beauty__diger_frqud__s1", 0.019), run("Beauty__diger_sdud__s1", 0.025)]
+    rep = RP.reproduce(runs, [], datasets=("Beauty",))
+    t2 = rep.table2.set_index("key")
+    assert t2.loc["two_stage", "paper_R@10"] == 0.061 and t2.loc["two_stage", "R@10"] == pytest.approx(0.021)
+    assert t2.loc["two_stage_letter", "paper_R@10"] == 0.0672  # LETTER: Table 3's row
+    assert math.isnan(t2.loc["diger_sdud_frqud", "R@10"]) and t2.loc["diger_sdud_frqud", "seeds"] == 0
+    cl = rep.claims[(rep.claims["dataset"] == "Beauty") & (rep.claims["metric"] == "R@10")].set_index("claim")
+    best = "DIGER (best UD variant: diger_sdud) > Two-Stage"
+    assert cl.loc[best, "ours"] is True and cl.loc[best, "paper"] is True and cl.loc[best, "agrees"] is True
+    assert cl.loc["Two-Stage > STE", "agrees"] is True
+    runs[-1] = run("Beauty__diger_sdud__s1", 0.015)  # now no DIGER variant beats Two-Stage
+    cl = RP.reproduce(runs, [], datasets=("Beauty",)).claims.set_index(["claim", "metric"])
+    assert cl.loc[("DIGER (best UD variant: diger_frqud) > Two-Stage", "R@10"), "agrees"] is False
+
+
+def test_ablation_table5_and_fig5_claims():
+    runs = [run("Beauty__diger_none__s1", 0.030), run("Beauty__diger_frqud__s1", 0.031)]
+    runs += [run(f"Beauty__{k}__s1", 0.02) for k in RP.ABLATIONS[:-1]] + [run("Beauty__abl_gaussian__s1", 0.04)]
+    runs += [run(f"Beauty__K{K}_m{m}", 0.02) for K, m in RP.TABLE5_GRID if (K, m) != (256, 3)]
+    # Figure 5 on Beauty: r flat (within 3 SE ~ 3 * 0.00116), lambda not
+    runs += [run(f"Beauty__{RP.fig5_key('r', v)}", 0.031 + 0.0005 * i) for i, v in enumerate(RP.FIG5_R) if v != 1.5]
+    runs += [run(f"Beauty__{RP.fig5_key('lambda', v)}", 0.01 + 0.01 * i) for i, v in enumerate(RP.FIG5_LAMBDA)]
+    rep = RP.reproduce(runs, [], datasets=("Beauty",))
+    cl = rep.claims[rep.claims["metric"] == "R@10"].set_index(["claim", "dataset"])
+    assert cl.loc[("uncertainty decay helps (w/ UD > w/o UD)", "Beauty"), "agrees"] is True
+    assert cl.loc[("removing it hurts: w/o UD > -w/o Gumbel Noise", "Beauty"), "agrees"] is True
+    assert cl.loc[("removing it hurts: w/o UD > -w Gaussian Noise", "Beauty"), "agrees"] is False
+    assert cl.loc[("K = 256, m = 3 is best", "Beauty"), "agrees"] is True
+    assert cl.loc[("flat sensitivity to r", "Beauty"), "ours"] is True
+    assert cl.loc[("flat sensitivity to lambda", "Beauty"), "ours"] is False
+    assert cl.loc[("flat sensitivity to r", "Instruments"), "ours"] is None  # no runs: unknown, not "agrees"
+
+
+def test_recall_standard_error():
+    assert RP.recall_se(0.02, 22363) == pytest.approx(math.sqrt(0.02 * 0.98 / 22363))
+
+
+def test_write_reproduction_files(tmp_path):
+    runs = [run("Beauty__two_stage__s1", 0.020), run("Beauty__diger_frqud__s1", 0.021), run("Beauty__ste__s1", 0.01)]
+    cfg = [{"n_encoder_layers": 2, "n_decoder_layers": 2, "d_model": 128, "epochs": 4, "samples_per_epoch": 65536,
+            "max_eval_users": 5000}]
+    rep = RP.reproduce(runs, cfg, datasets=("Beauty",))
+    assert rep.note.startswith("Ours: T5 2+2 layers, d_model 128, at most 4 epochs of 65536")
+    written = {p.name for p in RP.write_reproduction(rep, tmp_path)}
+    assert {"table2.csv", "table2.md", "table2.png", "table4.md", "table5.csv", "fig5.md", "claims.md"} <= written
+    md = (tmp_path / "table2.md").read_text()
+    assert rep.note in md and "| Beauty | Two-Stage | 0.0395 | 0.0120 |" in md
+
+
+def test_readme_results_block(tmp_path):
+    runs = [run("Beauty__two_stage__s1", 0.020), run("Beauty__diger_frqud__s1", 0.021)]
+    RP.write_reproduction(RP.reproduce(runs, [], datasets=("Beauty",)), tmp_path)
+    text = f"# R\n\nintro\n{RP.BEGIN}\nold numbers 0.9999\n{RP.END}\n\nafter\n"
+    new = RP.readme_results(text, tmp_path)
+    assert "0.9999" not in new and new.startswith("# R\n\nintro\n") and new.endswith(f"{RP.END}\n\nafter\n")
+    assert "#### Table 2: paper vs ours" in new and "| Beauty | Two-Stage | 0.0395 |" in new
+    assert RP.readme_results(new, tmp_path) == new  # idempotent
+    with pytest.raises(ValueError, match="no results block"):
+        RP.readme_results("# R\n", tmp_path)
+    (tmp_path / "table4.md").unlink()
+    with pytest.raises(FileNotFoundError, match="table4.md"):
+        RP.readme_results(text, tmp_path)
+
+
+def test_paper_cpu_profile_makes_every_run_the_tables_read():
+    from diger_lib.profiles import steps_for
+
+    steps = steps_for("paper_cpu")
+    names = {v for s, v, _ in steps if s == "04_train_recommender"}
+    cells = RP.collect([run(n, 0.02) for n in names])
+    needed = [(ds, k) for ds in ("Beauty", "Instruments", "Yelp") for k in RP.TABLE2_ROWS]
+    needed += [("Beauty", k) for k in RP.TABLE4_ROWS] + [("Beauty", RP.table5_key(K, m)) for K, m in RP.TABLE5_GRID]
+    needed += [(ds, RP.fig5_key(p, v)) for ds in ("Beauty", "Instruments") for p, grid in
+               (("r", RP.FIG5_R), ("lambda", RP.FIG5_LAMBDA)) for v in grid]
+    assert sorted(set(needed) - set(cells)) == []
+    assert cells[("Beauty", "two_stage")].seeds == (2026, 2027)  # Beauty's Table 2 has two seeds
+    params = {v: p for s, v, p in steps if s == "04_train_recommender"}
+    assert params["Beauty__K512_m3__s2026"]["codebook_size"] == 512 and params["Beauty__frqud_r3__s2026"]["frqud_r"] == 3.0
+    assert params["Beauty__abl_no_gumbel__s2026"]["noise"] == "none"
+    tables = dict(steps_for("paper_cpu")[-1][2])
+    pairs = dict(p.split(":") for p in tables["pairs"].split(","))
+    assert pairs["Yelp__ste__s2026"] == "Yelp__two_stage__s2026" and pairs["Beauty__ste__s2027"] == "Beauty__two_stage__s2027"
+    assert all(p in names for p in pairs.values())
