@@ -133,6 +133,9 @@ def _diagnosis() -> list[Step]:
         ("dg_cosine", dict(dg, **_COSINE)),
         ("dg_codebooks_lr1e-5", dict(dg, tokenizer_train="codebooks", tokenizer_lr=1e-5)),
         ("dg_last_layer_lr1e-5", dict(dg, tokenizer_train="last_layer", tokenizer_lr=1e-5)),
+        # twice the budget with the cosine schedule: does DIGER recoup the cost of its ID refreshes once drift decays?
+        ("ts_cosine_long8", dict(t, method="two_stage", **_COSINE, epochs=8, patience=8)),
+        ("dg_cosine_long8", dict(dg, **_COSINE, epochs=8, patience=8)),
     ]
     steps = [("02_encode_item_text", "", dict(d)), ("03_pretrain_rqvae", "", dict(d, **_QUICK_RQ))]
     steps += [("04_train_recommender", name, params) for name, params in rows]
