@@ -45,6 +45,7 @@ from .vocab import SIDVocab
 # its item -> code table after every epoch); the gradient reaches the tokenizer (through the soft identifiers).
 ASSIGN = assign_config_for(Method.UNIGREC, AssignConfig())
 JOINT = JointConfig(labels=Labels.DETERMINISTIC)
+CU_EPS = 1e-10  # inside the log of Eq. 17 (the authors' SoftVectorQuantizer)
 PRE_GRAD_CLIP = 1.0  # stage 1 clips the tokenizer's gradient norm at 1 (the authors' rqvae/trainer.py)
 # metrics.json's label of each variant: the row names of Table 3 (resources/paper_tables.json, unigrec)
 TABLE3_ROWS = {UniGRecVariant.M0: "M0: TIGER", UniGRecVariant.M1: "M1: + Soft Identifier",
@@ -97,9 +98,11 @@ def soft_token_embeddings(probs: Tensor, table: Tensor, vocab: SIDVocab) -> Tens
 
 def codeword_uniformity(probs: Tensor) -> Tensor:
     """Eq. 17: sum_l sum_k p_bar_l(k) log p_bar_l(k) with p_bar the batch-averaged assignment [B, m, K] -> scalar.
-    Minimal (-m log K) when every level's average is uniform, 0 when one code takes all the mass."""
+    Minimal (-m log K) when every level's average is uniform, 0 when one code takes all the mass. At small tau a code
+    nobody in the batch uses has p_bar = 0 exactly, where d(p log p)/dp = -inf turns the softmax's gradient into NaN;
+    log(p_bar + CU_EPS) keeps it finite (the authors' code adds the same 1e-10)."""
     p_bar = probs.mean(0)
-    return torch.xlogy(p_bar, p_bar).sum()
+    return (p_bar * torch.log(p_bar + CU_EPS)).sum()
 
 
 def assignment_log_probs(z: Tensor, codebooks: Tensor, tau: float) -> Tensor:

@@ -182,8 +182,18 @@ def test_codeword_uniformity_exact_values():
     assert UG.codeword_uniformity(uniform).item() == pytest.approx(-m * math.log(K))
     assert UG.codeword_uniformity(spread).item() == pytest.approx(-m * math.log(K))
     assert UG.codeword_uniformity(half).item() == pytest.approx(-m * math.log(2))
-    assert UG.codeword_uniformity(collapsed).item() == 0.0
+    assert UG.codeword_uniformity(collapsed).item() == pytest.approx(0.0, abs=1e-9)
     assert UG.codeword_uniformity(uniform) < UG.codeword_uniformity(half) < UG.codeword_uniformity(collapsed)
+
+
+def test_codeword_uniformity_gradient_stays_finite_when_a_code_is_unused():
+    """At tau = 0.004 on Beauty, softmax gives exactly 0 to codes far from every item of a batch; x log x then has an
+    infinite slope and stage 1 turned NaN (seen at its epoch 4). The gradient must stay finite."""
+    logits = torch.tensor([[[0.0, 0.0, -1e5]], [[0.0, 1.0, -1e5]]], requires_grad=True)  # code 2: p exactly 0
+    probs = torch.softmax(logits, -1)
+    assert (probs[..., 2] == 0).all()
+    UG.codeword_uniformity(probs).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
 def test_infonce_matches_a_hand_computed_3x3_example():
@@ -377,3 +387,24 @@ def test_notebook04_runs_unigrec_under_papermill(tmp_path, monkeypatch):
     assert all(0 <= m[k] <= 1 for k in ("R@5", "R@10", "N@5", "N@10"))
     assert (out / "stage1_history.csv").is_file() and (out / "history.csv").is_file()
     assert nbformat.read(tmp_path / "04.ipynb", as_version=4).cells  # executed without error
+
+
+def test_unigrec_profile_and_cross_profile_baseline():
+    """The lead's batch: M0-M6 at the diagnosis budget on the diagnosis tokenizer, compared (notebook 06) with the
+    diagnosis profile's Two-Stage, whose committed run the cross-profile reference must find."""
+    from diger_lib import runs as R
+    from diger_lib.profiles import _DIAG_TRAIN, steps_for
+    steps = steps_for("unigrec")  # its parameters are checked with every profile's (test_notebooks.py)
+    rows = {v: p for s, v, p in steps if s == "04_train_recommender"}
+    assert {p["unigrec_variant"] for p in rows.values()} == set(TABLE3)
+    for p in rows.values():
+        assert p["artifacts_dir"] == "diagnosis" and p["tokenizer_lr"] in (2e-7, 2e-8)
+        assert all(p[k] == v for k, v in _DIAG_TRAIN.items())  # the diagnosis budget
+    baseline = dict(steps[-1][2])["baseline"]
+    assert R.other_profile_refs(baseline, "a:b,c:quick/x") == ["diagnosis/ts_s2026", "quick/x"]
+    runs_dir = ROOT / "papermill_runs" / "unigrec"
+    assert R.resolve_run(runs_dir, "ts") == runs_dir / "04_train_recommender__ts"
+    ref, = R.read_refs(runs_dir, [baseline])
+    assert ref.name == baseline and ref.metrics["method"] == "two_stage" and len(ref.ranks()) == ref.metrics["n_test_users"]
+    with pytest.raises(FileNotFoundError, match="names no finished run"):
+        R.read_refs(runs_dir, ["diagnosis/nope"])
