@@ -26,6 +26,7 @@ class Method(str, enum.Enum):
     STE = "ste"  # naive joint training, argmax + straight-through, hard update (Fig. 3)
     DIGER = "diger"  # DRIL (Eq. 5-8) + optional uncertainty decay (Eq. 9-13)
     MOST_POPULAR = "most_popular"  # popularity floor, not in the paper
+    UNIGREC = "unigrec"  # UniGRec (arXiv 2601.17438): soft identifiers, annealed tau, L_CU, dual distillation
 
 
 class Noise(str, enum.Enum):
@@ -96,6 +97,39 @@ class IDSource(str, enum.Enum):
 class LRSchedule(str, enum.Enum):
     CONSTANT = "constant"  # linear warm-up over warmup_steps (0 = none), then constant
     WARMUP_COSINE = "warmup_cosine"  # linear warm-up, then cosine decay to 0 over the configured epochs
+
+
+class UniGRecPart(str, enum.Enum):
+    """UniGRec's components (its section 3); each M-variant of its Table 3 is a set of them."""
+    SOFT = "soft"  # soft identifiers (Eq. 14-15) with stage-1 soft pretraining and annealed tau (Eq. 16)
+    JOINT = "joint"  # stage 2 also trains the tokenizer through the soft identifiers, + lambda_Recon L_Recon (Eq. 22)
+    CU = "cu"  # codeword uniformity L_CU in stage 1 (Eq. 17, 21)
+    CDT = "cdt"  # tokenizer-side collaborative distillation L_CD^T (Eq. 18)
+    CDR = "cdr"  # recommender-side collaborative distillation L_CD^R (Eq. 19-20)
+
+
+class UniGRecVariant(str, enum.Enum):
+    """The rows of UniGRec's ablation (Table 3, section 4.3); ``custom`` takes the parts from ``components``."""
+    M0 = "M0"  # TIGER: hard IDs of the notebook-03 tokenizer, frozen (our Two-Stage)
+    M1 = "M1"  # M0 + soft identifier (tokenizer frozen after stage 1)
+    M2 = "M2"  # M1 + joint training
+    M3 = "M3"  # M2 + L_CU
+    M4 = "M4"  # M3 + L_CD^T
+    M5 = "M5"  # M3 + L_CD^R
+    M6 = "M6"  # UniGRec (full): M3 + L_CD^T + L_CD^R
+    CUSTOM = "custom"
+
+
+_P = UniGRecPart
+VARIANT_PARTS: dict[UniGRecVariant, frozenset[UniGRecPart]] = {
+    UniGRecVariant.M0: frozenset(),
+    UniGRecVariant.M1: frozenset({_P.SOFT}),
+    UniGRecVariant.M2: frozenset({_P.SOFT, _P.JOINT}),
+    UniGRecVariant.M3: frozenset({_P.SOFT, _P.JOINT, _P.CU}),
+    UniGRecVariant.M4: frozenset({_P.SOFT, _P.JOINT, _P.CU, _P.CDT}),
+    UniGRecVariant.M5: frozenset({_P.SOFT, _P.JOINT, _P.CU, _P.CDR}),
+    UniGRecVariant.M6: frozenset({_P.SOFT, _P.JOINT, _P.CU, _P.CDT, _P.CDR}),
+}
 
 
 def _enum(enum_cls: type[enum.Enum], value: Any, name: str) -> enum.Enum:
@@ -226,6 +260,65 @@ class JointConfig:
         object.__setattr__(self, "coupling", _enum(Coupling, self.coupling, "coupling"))
         object.__setattr__(self, "tokenizer_train", _enum(TokenizerTrain, self.tokenizer_train, "tokenizer_train"))
         object.__setattr__(self, "proj_init", _enum(ProjInit, self.proj_init, "proj_init"))
+
+
+@dataclass(frozen=True)
+class UniGRecConfig:
+    """UniGRec (arXiv 2601.17438) as notebook 04's ``method="unigrec"``; defaults from its section 4.1 (notebook
+    parameters ``unigrec_<field>``). Which components run is ``variant`` (Table 3) or, for ``custom``,
+    ``components``; ``parts`` is the resolved set."""
+
+    variant: UniGRecVariant = UniGRecVariant.M6  # M0 ... M6 (Table 3) or custom
+    components: str = ""  # custom only: comma-separated parts (soft, joint, cu, cdt, cdr)
+    tau_max: float = 0.01  # Eq. 16 start (grid {0.01, 0.05}; section 4.4.1 anneals 0.01 -> 0.001 on Beauty)
+    tau_min: float = 0.001  # Eq. 16 end, then fixed through stage 2
+    pre_epochs: int = 100  # stage 1 (tokenizer pretraining, Eq. 21) epochs over the catalogue; tau anneals over them
+    pre_batch_size: int = 1024  # section 4.1
+    pre_lr: float = 1e-4  # section 4.1 has 1e-3 from scratch; stage 1 here starts from notebook 03's trained
+    #                       tokenizer, where 1e-3 raised Beauty's collision rate from 5.4% to 15-28% (README, UniGRec)
+    lambda_cu: float = 1e-4  # Eq. 21 (section 4.1)
+    lambda_recon: float = 0.5  # Eq. 22 (section 4.1)
+    lambda_cdt: float = 0.01  # Eq. 22, grid {0.01, 0.05, 0.1, 0.5, 1.0}; the authors' run script: 0.01
+    lambda_cdr: float = 0.1  # Eq. 22, same grid; the authors' run script: 0.1
+    cdt_tau: float = 1.0  # temperature of the Eq. 18 assignment distributions (the authors' code: unit-scale logits)
+    infonce_tau: float = 0.07  # tau' of Eq. 19-20 (section 4.1)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variant", _enum(UniGRecVariant, self.variant, "unigrec_variant"))
+        _check(self.tau_min > 0, f"unigrec_tau_min={self.tau_min} must be > 0 (Eq. 14 divides by tau)")
+        _check(self.tau_max >= self.tau_min, f"unigrec_tau_max={self.tau_max} must be >= unigrec_tau_min={self.tau_min} (Eq. 16 anneals down)")
+        _check(self.pre_epochs >= 0, f"unigrec_pre_epochs={self.pre_epochs} must be >= 0 (0 skips stage 1)")
+        _check(self.pre_batch_size >= 1, f"unigrec_pre_batch_size={self.pre_batch_size} must be >= 1")
+        _check(self.pre_lr > 0, f"unigrec_pre_lr={self.pre_lr} must be > 0")
+        for name in ("lambda_cu", "lambda_recon", "lambda_cdt", "lambda_cdr"):
+            _check(getattr(self, name) >= 0, f"unigrec_{name}={getattr(self, name)} must be >= 0")
+        _check(self.cdt_tau > 0, f"unigrec_cdt_tau={self.cdt_tau} must be > 0")
+        _check(self.infonce_tau > 0, f"unigrec_infonce_tau={self.infonce_tau} must be > 0 (tau' of Eq. 19)")
+        parts = self._resolve_parts()
+        object.__setattr__(self, "_parts", parts)
+        for part, weight in ((UniGRecPart.CU, "lambda_cu"), (UniGRecPart.CDT, "lambda_cdt"), (UniGRecPart.CDR, "lambda_cdr")):
+            _check(part not in parts or getattr(self, weight) > 0,
+                   f"unigrec_{weight}=0 switches {part.value!r} off; choose a variant without it instead")
+
+    @property
+    def parts(self) -> frozenset[UniGRecPart]:
+        """The components this configuration runs."""
+        return self._parts
+
+    def _resolve_parts(self) -> frozenset[UniGRecPart]:
+        if self.variant is not UniGRecVariant.CUSTOM:
+            _check(not self.components.strip(), f"unigrec_components={self.components!r} only applies to "
+                   f"unigrec_variant='custom' (variant {self.variant.value} fixes its components)")
+            return VARIANT_PARTS[self.variant]
+        names = [c.strip() for c in self.components.split(",") if c.strip()]
+        _check(bool(names), "unigrec_variant='custom' needs unigrec_components, e.g. 'soft,joint,cdr'")
+        parts = frozenset(_enum(UniGRecPart, n, "unigrec_components entry") for n in names)
+        _check(UniGRecPart.SOFT in parts, f"unigrec_components={self.components!r}: every component builds on 'soft' "
+               "(without it the run is M0, Two-Stage)")
+        return parts
+
+    def has(self, part: UniGRecPart) -> bool:
+        return part in self.parts
 
 
 # TrainConfig fields that do not enter a run's checkpoint fingerprint: changing them continues the same run.

@@ -20,16 +20,38 @@ import torch
 from torch import nn
 
 from .assignment import FrequencyEMA, SDUDSigma, tau_at_epoch
-from .config import AssignConfig, Coupling, Decay, FrqudMode, JointConfig, Labels, Method, Noise, ProjInit, Update
+from .config import (AssignConfig, Coupling, Decay, FrqudMode, JointConfig, Labels, Method, Noise, ProjInit,
+                     TokenizerTrain, Update)
 from .rqvae import RQVAE, TokenizeOut, add_conflict_codes
 from .vocab import SIDVocab
 
 
 def assign_config_for(method: Method, assign: AssignConfig) -> AssignConfig:
-    """STE is fixed by definition (argmax, no noise, hard update, Fig. 3); DIGER takes the user's switches."""
+    """STE is fixed by definition (argmax, no noise, hard update, Fig. 3), UniGRec by its own (no noise, soft);
+    DIGER takes the user's switches."""
     if method == Method.STE:
         return AssignConfig(noise=Noise.NONE, update=Update.HARD, decay=Decay.NONE, tau=assign.tau)
+    if method == Method.UNIGREC:  # soft identifiers without noise (UniGRec Eq. 14); its tau lives in unigrec.py
+        return AssignConfig(noise=Noise.NONE, update=Update.SOFT, decay=Decay.NONE)
     return assign
+
+
+def tokenizer_params(rqvae: nn.Module, which: TokenizerTrain, lr: float) -> list[nn.Parameter]:
+    """The tokenizer parameters the tokenizer optimiser moves; the others are frozen (requires_grad False).
+    The decoder is not used in joint training (section 4.3) and never trains."""
+    if lr == 0 or which is TokenizerTrain.NONE:
+        chosen = []
+    elif which is TokenizerTrain.ALL:
+        chosen = list(rqvae.encoder.parameters()) + [rqvae.codebooks]
+    elif which is TokenizerTrain.CODEBOOKS:
+        chosen = [rqvae.codebooks]
+    else:  # LAST_LAYER: the encoder's output Linear + codebooks
+        last = [m for m in rqvae.encoder if isinstance(m, nn.Linear)][-1]
+        chosen = list(last.parameters()) + [rqvae.codebooks]
+    ids = {id(p) for p in chosen}
+    for p in rqvae.parameters():
+        p.requires_grad_(id(p) in ids)
+    return chosen
 
 
 class BatchSID(NamedTuple):
@@ -42,6 +64,8 @@ class BatchSID(NamedTuple):
 
 
 class JointTokenizer(nn.Module):
+    decoder_extras = True  # the target's additions also enter the decoder inputs (UniGRec: history only)
+
     def __init__(self, rqvae: RQVAE, assign: AssignConfig, item_emb: torch.Tensor, d_model: int, seed: int,
                  joint: JointConfig | None = None):
         super().__init__()
@@ -102,10 +126,21 @@ class JointTokenizer(nn.Module):
     def noise_scale(self) -> float:
         return 1.0 if self.sigma is None else self.sigma.value
 
+    # -- What trains ----------------------------------------------------------------------------------
+    def recommender_parameters(self) -> list[nn.Parameter]:
+        """Parameters the recommender's optimiser moves besides the model's: the projections W_j."""
+        return list(self.proj.parameters())
+
+    def tokenizer_parameters(self, lr: float) -> list[nn.Parameter]:
+        """Parameters the tokenizer's optimiser moves (the others are frozen)."""
+        return tokenizer_params(self.rqvae, self.joint.tokenizer_train, lr)
+
     # -- Forward --------------------------------------------------------------------------------------
-    def batch_sid(self, items: torch.Tensor, count: torch.Tensor | None = None) -> BatchSID:
+    def batch_sid(self, items: torch.Tensor, count: torch.Tensor | None = None,
+                  embed_table: torch.Tensor | None = None) -> BatchSID:
         """Tokenise ``items`` [U] (unique item ids) with the current assignment rule (section 4.1). ``count``
-        [U] bool marks the items FrqUD per item counts (the batch's targets; None = all)."""
+        [U] bool marks the items FrqUD per item counts (the batch's targets; None = all). ``embed_table`` (the
+        recommender's token table) is not needed here: UniGRec's soft identifiers read it."""
         x = self.item_emb[items]
         rows = self.hot_items(x, count) if self.per_item and self.training else None
         out = self.rqvae.tokenize(x, self.assign, noise_scale=self.noise_scale(), hot_masks=self.hot_masks(),

@@ -17,14 +17,17 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_torch_save, fingerprint
+from . import unigrec as UG
 from .config import (AssignConfig, ConfigError, DataConfig, IDSource, JointConfig, LRSchedule, Method,
-                     NOT_FINGERPRINTED, RecommenderConfig, RQVAEConfig, TrainConfig, _enum, from_flat, to_dict)
+                     NOT_FINGERPRINTED, RecommenderConfig, RQVAEConfig, TrainConfig, UniGRecConfig, UniGRecPart,
+                     UniGRecVariant, _enum, from_flat, to_dict)
 from .data import Split, dataset_dir, load_index_codes, make_ids_unique
 from .joint import JointTokenizer, assign_config_for
 from .paths import dataset_artifacts, rqvae_dir
 from .records import write_json
 from .rqvae import RQVAE
 from .runtime import resolve_device, seed_everything
+from .teachers import load_teacher
 from .training import Trainer
 from .vocab import SIDVocab
 
@@ -44,25 +47,44 @@ class RunSpec:
     codebook_size: int = 256  # K of the tokenizer to load (notebook 03)
     n_levels: int = 3  # m of the tokenizer to load
     init_from: str = ""  # warm start from this finished run's best recommender weights
+    unigrec: UniGRecConfig = UniGRecConfig()  # method="unigrec" only (notebook parameters unigrec_*)
+    teacher: str = "sasrec"  # unigrec's distillation: <artifacts root>/<dataset>/teachers/<teacher>/ (teachers.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ids", _enum(IDSource, self.ids, "ids"))
         if self.ids is IDSource.LETTER and self.train.method != Method.TWO_STAGE:
             raise ConfigError("ids='letter' only applies to method='two_stage' (LETTER's IDs have no tokenizer to train)")
+        if self.is_unigrec and self.uses_teacher and (not self.teacher or "/" in self.teacher):
+            raise ConfigError(f"teacher={self.teacher!r} must name a folder under <artifacts root>/<dataset>/teachers/")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "RunSpec":
         """Build from notebook 04's flat parameters (other keys, e.g. the notebook's globals, are ignored)."""
         train = from_flat(TrainConfig, params)
+        joint = UG.JOINT if train.method is Method.UNIGREC else from_flat(JointConfig, params)
         return cls(data=from_flat(DataConfig, params), model=from_flat(RecommenderConfig, params), train=train,
                    assign=assign_config_for(train.method, from_flat(AssignConfig, params)),
-                   joint=from_flat(JointConfig, params), ids=params.get("ids", "ours"),
+                   joint=joint, ids=params.get("ids", "ours"),
                    codebook_size=params.get("codebook_size", 256), n_levels=params.get("n_levels", 3),
-                   init_from=params.get("init_from", ""))
+                   init_from=params.get("init_from", ""), unigrec=from_flat(UniGRecConfig, params, prefix="unigrec_"),
+                   teacher=params.get("teacher", "sasrec"))
 
     @property
     def is_joint(self) -> bool:
         return self.train.method in (Method.STE, Method.DIGER)
+
+    @property
+    def is_unigrec(self) -> bool:
+        return self.train.method is Method.UNIGREC
+
+    @property
+    def uses_soft_ids(self) -> bool:
+        """UniGRec with soft identifiers (M1-M6); M0 is TIGER, which trains as Two-Stage."""
+        return self.is_unigrec and self.unigrec.has(UniGRecPart.SOFT)
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.is_unigrec and bool(self.unigrec.parts & {UniGRecPart.CDT, UniGRecPart.CDR})
 
     def run_config(self) -> dict[str, Any]:
         """The configuration a checkpoint belongs to. Keys, order and values are those notebook 04 has always
@@ -73,6 +95,9 @@ class RunSpec:
                "K": self.codebook_size, "m": self.n_levels, "init_from": self.init_from}
         if self.train.lr_schedule is LRSchedule.WARMUP_COSINE:  # the cosine horizon is `epochs`: then it changes the run
             cfg["cosine_epochs"] = self.train.epochs
+        if self.is_unigrec:  # only here, so no other method's fingerprint changes
+            cfg["unigrec"] = {**to_dict(self.unigrec), "parts": sorted(p.value for p in self.unigrec.parts),
+                              "teacher": self.teacher if self.uses_teacher else ""}
         return cfg
 
     def fingerprint(self) -> str:
@@ -112,10 +137,16 @@ def load_letter_ids(data_root: Path | str, dataset: str, n_items: int, K: int = 
 def make_trainer(spec: RunSpec, split: Split, *, ckpt_dir: Path | str, item_ids: torch.Tensor | None = None,
                  K: int | None = None, tokenizer: RQVAE | None = None, item_emb: torch.Tensor | None = None,
                  run_config: dict[str, Any] | None = None, init_state: dict[str, torch.Tensor] | None = None,
+                 teacher: torch.Tensor | None = None, stage1_dir: Path | str | None = None,
                  **trainer_kw: Any) -> Trainer:
-    """A Trainer for ``spec``: Two-Stage reads the frozen ``item_ids`` (codes in [0, K)); STE and DIGER tokenise
-    ``item_emb`` with ``tokenizer`` at every step. ``run_config`` defaults to ``spec.run_config()``."""
+    """A Trainer for ``spec``: Two-Stage (and UniGRec's M0, TIGER) reads the frozen ``item_ids`` (codes in [0, K));
+    STE, DIGER and UniGRec tokenise ``item_emb`` with ``tokenizer`` at every step (UniGRec after its stage 1, cached
+    in ``stage1_dir`` if given; its distillation reads ``teacher`` [n_items, d]). ``run_config`` defaults to
+    ``spec.run_config()``."""
     run_config = spec.run_config() if run_config is None else run_config
+    if spec.uses_soft_ids:
+        return _unigrec_trainer(spec, split, tokenizer, item_emb, teacher, stage1_dir, ckpt_dir=ckpt_dir,
+                                run_config=run_config, init_state=init_state, **trainer_kw)
     if spec.is_joint:
         if tokenizer is None or item_emb is None:
             raise ValueError(f"method={spec.train.method.value} needs the tokenizer and the item embeddings")
@@ -129,6 +160,23 @@ def make_trainer(spec: RunSpec, split: Split, *, ckpt_dir: Path | str, item_ids:
     vocab = SIDVocab(item_ids.shape[1], K or spec.codebook_size)
     return Trainer(split, spec.train, spec.model, vocab, item_ids=item_ids, ckpt_dir=ckpt_dir, run_config=run_config,
                    init_state=init_state, **trainer_kw)
+
+
+def _unigrec_trainer(spec: RunSpec, split: Split, tokenizer: RQVAE | None, item_emb: torch.Tensor | None,
+                     teacher: torch.Tensor | None, stage1_dir: Path | str | None, **trainer_kw: Any) -> Trainer:
+    """UniGRec's Algorithm 1: stage 1 on the tokenizer (or its cached result), then the stage-2 trainer."""
+    if tokenizer is None or item_emb is None:
+        raise ValueError("method=unigrec needs the tokenizer and the item embeddings")
+    dev = resolve_device(spec.train.device)
+    item_emb = item_emb.to(dev)
+    history = UG.run_stage1(tokenizer.to(dev), item_emb, spec.unigrec, seed=spec.train.seed, cache_dir=stage1_dir,
+                            progress=trainer_kw.get("progress", True), log=trainer_kw.get("log", print))
+    seed_everything(spec.train.seed)  # the distillation projections are initialised here
+    joint = UG.UniGRecTokenizer(tokenizer, item_emb, spec.unigrec, spec.model.d_model, seed=spec.train.seed,
+                                teacher=teacher if spec.uses_teacher else None)
+    trainer = UG.UniGRecTrainer(split, spec.train, spec.model, joint.vocab, joint=joint, **trainer_kw)
+    trainer.stage1_history = history
+    return trainer
 
 
 def checkpoint_dir(spec: RunSpec, artifacts_dir: Path | str, run_name: str) -> Path:
@@ -150,9 +198,13 @@ def build_trainer(spec: RunSpec, split: Split, artifacts_dir: Path | str, run_na
         if not (rq / "rqvae.pt").is_file():
             raise FileNotFoundError(f"{rq / 'rqvae.pt'} not found: run notebook 03 with codebook_size="
                                     f"{spec.codebook_size}, n_levels={spec.n_levels} first")
-        if spec.is_joint:
+        if spec.is_joint or spec.uses_soft_ids:
             kw["tokenizer"] = load_tokenizer(rq / "rqvae.pt")
             kw["item_emb"] = torch.from_numpy(np.load(art / "item_emb.npy")).float()
+            if spec.uses_soft_ids:  # stage 1's result, shared by the variants with the same stage 1
+                kw["stage1_dir"] = rq / "unigrec_stage1"
+            if spec.uses_teacher:
+                kw["teacher"] = load_teacher(spec.data.dataset, spec.teacher, split.n_items).emb
         else:
             kw["item_ids"] = torch.from_numpy(np.load(rq / "codes.npy"))
     init_state = finished_run_weights(art / "runs", spec.init_from) if spec.init_from else None
@@ -177,8 +229,14 @@ def finished_run_weights(runs_dir: Path | str, name: str) -> dict[str, Any]:
     return torch.load(best, map_location="cpu", weights_only=False)["model"]
 
 
-def run_label(method: str, ids: str = "ours", decay: str = "none", noise: str = "gumbel", update: str = "soft") -> str:
-    """The row name of Table 2/4 a run reproduces (``metrics.json``'s ``label``)."""
+def run_label(method: str, ids: str = "ours", decay: str = "none", noise: str = "gumbel", update: str = "soft",
+              unigrec: UniGRecConfig | None = None) -> str:
+    """The row name of Table 2/4 (DIGER) or Table 3 (UniGRec) a run reproduces (``metrics.json``'s ``label``)."""
+    if method == "unigrec":
+        u = unigrec or UniGRecConfig()
+        if u.variant is UniGRecVariant.CUSTOM:
+            return "UniGRec (" + ",".join(sorted(p.value for p in u.parts)) + ")"
+        return UG.TABLE3_ROWS[u.variant]
     label = {"two_stage": "Two-Stage" + (" (LETTER IDs)" if ids == "letter" else ""), "ste": "STE",
              "most_popular": "MostPopular"}.get(method)
     if label is None:

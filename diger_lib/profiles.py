@@ -202,6 +202,23 @@ def _paper_cpu() -> list[Step]:
                     ("06_results_tables", "", dict(pairs=pairs, n_boot=2000))]
 
 
+# UniGRec (issue 10, part 3) on Beauty at the diagnosis budget and on the diagnosis tokenizer, so its rows compare with
+# the diagnosis profile's Two-Stage runs (notebook 06, baseline "diagnosis/ts_s2026"). UniGRec's section 4.1: tokenizer
+# lr from its grid {2e-7, 2e-8}; recommender lr 2e-3 is in its grid {2e-3, 5e-3, 8e-3} and is the study's. Stage 1 starts
+# from the notebook-03 tokenizer; M1-M2 share one stage 1 and M3-M6 another (cached beside the tokenizer).
+_UNIGREC = dict(method="unigrec", tokenizer_lr=2e-7)
+
+
+def _unigrec() -> list[Step]:
+    """UniGRec full (M6), then the rest of its Table 3. M0 (TIGER) is Two-Stage: with seed 2026 it should repeat the
+    diagnosis row ts_s2026 exactly (a check). M4-M6 need the SASRec teacher in $DIGER_ARTIFACTS/Beauty/teachers/sasrec/."""
+    d = dict(dataset="Beauty", artifacts_dir="diagnosis")  # $DIGER_ARTIFACTS/diagnosis: its tokenizer
+    steps = [("04_train_recommender", f"ug_{v.lower()}", dict(d, **_DIAG_TRAIN, **_UNIGREC, unigrec_variant=v))
+             for v in ("M6", "M1", "M2", "M3", "M4", "M5", "M0")]
+    return steps + [("05_sid_dynamics_figures", "", dict(runs="ug_m2,ug_m3,ug_m6", main_diger="ug_m6")),
+                    ("06_results_tables", "", dict(baseline="diagnosis/ts_s2026"))]
+
+
 def _paper_two_stage() -> list[Step]:
     """Issue "Speed", the payoff: Two-Stage on Beauty at the paper's full size (T5 6+6, every training sample per
     epoch, validation on every user, patience 10). Each call trains for at most 115 minutes and then reports its
@@ -240,7 +257,7 @@ def _paper() -> list[Step]:
 
 
 PROFILES = {"smoke": _smoke, "quick": _quick, "dynamics": _dynamics, "dynamics_gaussian": _dynamics_gaussian,
-            "diagnosis": _diagnosis, "paper_cpu": _paper_cpu,
+            "diagnosis": _diagnosis, "paper_cpu": _paper_cpu, "unigrec": _unigrec,
             "paper_two_stage": _paper_two_stage, "paper": _paper}
 
 

@@ -37,6 +37,15 @@ class RecOutput(NamedTuple):
     loss: Tensor  # mean cross-entropy over label positions (Eq. 4 up to normalisation); -100 labels ignored
 
 
+class RecStates(NamedTuple):
+    """``forward`` with the hidden states UniGRec's distillation reads (UniGRec section 3.4)."""
+
+    logits: Tensor  # [B, T, V]
+    loss: Tensor  # as RecOutput.loss
+    enc: Tensor  # [B, L, d] encoder output H^Enc (what the decoder attends to)
+    dec: Tensor  # [B, T, d] final decoder states H^Dec before the output dropout and layer
+
+
 class AttentionKernel(str, enum.Enum):
     AUTO = "auto"  # MATMUL while attention dropout is active (training), SDPA otherwise (measured fastest on CPU)
     SDPA = "sdpa"  # torch.nn.functional.scaled_dot_product_attention, additive float mask
@@ -305,12 +314,19 @@ class GenRecModel(nn.Module):
     def decode(self, decoder_input_ids: Tensor, enc: Tensor, attention_mask: Tensor, *,
                decoder_input_extra: Tensor | None = None, token_table: Tensor | None = None) -> Tensor:
         """Teacher-forced decoder on already shifted inputs [B, T] -> logits [B, T, V]."""
+        return self.output(self._drop(self.decode_hidden(decoder_input_ids, enc, attention_mask,
+                                                         decoder_input_extra=decoder_input_extra,
+                                                         token_table=token_table)))
+
+    def decode_hidden(self, decoder_input_ids: Tensor, enc: Tensor, attention_mask: Tensor, *,
+                      decoder_input_extra: Tensor | None = None, token_table: Tensor | None = None) -> Tensor:
+        """The decoder's final (normed) states [B, T, d], before the output dropout and layer."""
         x = self._drop(self._embed(decoder_input_ids, token_table, decoder_input_extra))
         mask = self.decoder_bias(decoder_input_ids.shape[1], x.dtype)
         enc_mask = padding_mask(attention_mask, x.dtype)
         for blk in self.dec_blocks:
             x = blk(x, mask, self.kernel, enc, enc_mask)
-        return self.output(self._drop(self.dec_norm(x)))
+        return self.dec_norm(x)
 
     def output(self, h: Tensor) -> Tensor:
         """Final decoder states -> vocabulary logits (T5 rescales by d**-0.5 when the table is tied)."""
@@ -332,14 +348,23 @@ class GenRecModel(nn.Module):
         shifted right with them: it is added where token t is fed back as decoder input (position t + 1),
         so it can only influence the predictions after token t. The decoder start position gets nothing.
         """
+        s = self.forward_states(input_ids, attention_mask, labels, input_extra=input_extra,
+                                decoder_extra=decoder_extra, token_table=token_table)
+        return RecOutput(s.logits, s.loss)
+
+    def forward_states(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *,
+                       input_extra: Tensor | None = None, decoder_extra: Tensor | None = None,
+                       token_table: Tensor | None = None) -> RecStates:
+        """``forward`` that also returns the encoder output and the final decoder states."""
         enc = self.encode(input_ids, attention_mask, input_extra=input_extra, token_table=token_table)
         dec_extra = None
         if decoder_extra is not None:
             dec_extra = torch.cat([decoder_extra.new_zeros(decoder_extra[:, :1].shape), decoder_extra[:, :-1]], 1)
-        logits = self.decode(self.shift_right(labels), enc, attention_mask, decoder_input_extra=dec_extra,
-                             token_table=token_table)
+        dec = self.decode_hidden(self.shift_right(labels), enc, attention_mask, decoder_input_extra=dec_extra,
+                                 token_table=token_table)
+        logits = self.output(self._drop(dec))
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        return RecOutput(logits, loss)
+        return RecStates(logits, loss, enc, dec)
 
     # -- incremental decoder (beam search) ----------------------------------------------------------------
     def cross_kv(self, enc: Tensor, attention_mask: Tensor) -> CrossKV:

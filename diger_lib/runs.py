@@ -17,6 +17,32 @@ def run_dir(runs_dir: Path | str, name: str) -> Path:
     return Path(runs_dir) / f"{PREFIX}__{name}"
 
 
+def resolve_run(runs_dir: Path | str, ref: str) -> Path:
+    """The folder of a run reference: ``name`` (a run of this profile, in ``runs_dir``) or ``profile/name`` (a run of
+    another profile: ``papermill_runs/<profile>/``, the sibling of ``runs_dir``), e.g. ``diagnosis/ts_s2026``."""
+    if "/" in ref:
+        profile, name = ref.split("/", 1)
+        return run_dir(Path(runs_dir).parent / profile, name)
+    return run_dir(runs_dir, ref)
+
+
+def other_profile_refs(baseline: str, pairs: str) -> list[str]:
+    """The ``profile/name`` references among notebook 06's ``baseline`` and ``pairs`` (``run:partner,...``)."""
+    refs = [baseline] + [p.split(":", 1)[-1] for p in pairs.split(",") if p.strip()]
+    return sorted({r.strip() for r in refs if "/" in r})
+
+
+def read_refs(runs_dir: Path | str, refs: Sequence[str]) -> list[Run]:
+    """Runs of other profiles, named by their reference (a clear error names a missing one)."""
+    out = []
+    for ref in refs:
+        d = resolve_run(runs_dir, ref)
+        if not (d / "metrics.json").is_file():
+            raise FileNotFoundError(f"{d / 'metrics.json'} not found: {ref!r} names no finished run of that profile")
+        out.append(read_run(d)._replace(name=ref))
+    return out
+
+
 def _json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -21,15 +21,21 @@ from torch import nn
 from . import diagnostics as DG
 from . import metrics as M
 from .checkpoint import atomic_torch_save, fingerprint, load_checkpoint
-from .config import LRSchedule, RecommenderConfig, TokenizerTrain, TrainConfig
+from .config import LRSchedule, RecommenderConfig, TrainConfig
 from .data import Samples, Split, bucket_batches, make_batch
 from .decoding import SIDTrie, recommend
-from .joint import JointTokenizer
+from .joint import JointTokenizer, tokenizer_params  # noqa: F401 (tokenizer_params: the old home)
 from .paths import display_path
 from .progress import progress_bar
 from .recommender import GenRecModel
 from .runtime import resolve_device, rng_state, seed_everything, set_rng_state
 from .vocab import SIDVocab
+
+
+class StepLoss(NamedTuple):
+    loss: torch.Tensor  # the batch's loss as the epoch reports it (detached)
+    gen: torch.Tensor  # L_gen (Eq. 4), detached
+    parts: dict[str, float]  # further loss terms averaged into the epoch's record (none for DIGER's methods)
 
 
 @dataclass
@@ -158,24 +164,6 @@ def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def tokenizer_params(rqvae: nn.Module, which: TokenizerTrain, lr: float) -> list[nn.Parameter]:
-    """The tokenizer parameters the tokenizer optimiser moves; the others are frozen (requires_grad False).
-    The decoder is not used in joint training (section 4.3) and never trains."""
-    if lr == 0 or which is TokenizerTrain.NONE:
-        chosen = []
-    elif which is TokenizerTrain.ALL:
-        chosen = list(rqvae.encoder.parameters()) + [rqvae.codebooks]
-    elif which is TokenizerTrain.CODEBOOKS:
-        chosen = [rqvae.codebooks]
-    else:  # LAST_LAYER: the encoder's output Linear + codebooks
-        last = [m for m in rqvae.encoder if isinstance(m, nn.Linear)][-1]
-        chosen = list(last.parameters()) + [rqvae.codebooks]
-    ids = {id(p) for p in chosen}
-    for p in rqvae.parameters():
-        p.requires_grad_(id(p) in ids)
-    return chosen
-
-
 # ----------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------
@@ -202,8 +190,8 @@ class Trainer:
         total_steps = cfg.epochs * len(epoch_batches(split.train, cfg, 1))
         self.tok_sched = None
         if self.joint is not None:
-            rec_params += list(self.joint.proj.parameters())  # the projection is part of the recommender
-            tok = tokenizer_params(self.joint.rqvae, self.joint.joint.tokenizer_train, cfg.tokenizer_lr)
+            rec_params += self.joint.recommender_parameters()  # W_j (DIGER) is part of the recommender
+            tok = self.joint.tokenizer_parameters(cfg.tokenizer_lr)
             self.tok_opt = torch.optim.AdamW(tok, lr=cfg.tokenizer_lr, weight_decay=cfg.weight_decay) if tok else None
             if self.tok_opt is not None:
                 self.tok_sched = torch.optim.lr_scheduler.LambdaLR(self.tok_opt, lr_lambda(cfg, total_steps))
@@ -289,7 +277,7 @@ class Trainer:
         t_inv = inv[len(real):]
         is_target = torch.zeros(len(items), dtype=torch.bool, device=self.device)
         is_target[t_inv] = True
-        sid = self.joint.batch_sid(items, count=is_target)
+        sid = self.joint.batch_sid(items, count=is_target, embed_table=self.model.embed_weight())
         h_inv = torch.zeros(B * L, dtype=torch.long, device=self.device)
         h_inv[flat_valid] = inv[: len(real)]
         h_inv = h_inv.view(B, L)
@@ -298,7 +286,7 @@ class Trainer:
         input_extra = dec_extra = None
         if sid.extras is not None:
             input_extra = (sid.extras[h_inv] * valid[..., None, None]).reshape(B, L * n_tok, -1)
-            dec_extra = sid.extras[t_inv]
+            dec_extra = sid.extras[t_inv] if self.joint.decoder_extras else None
         same = (sid.train_codes == sid.det_codes).all(dim=1)  # the fed ID is the one inference would use now
         agree = (int(same[inv[: len(real)]].sum()), len(real), int(same[t_inv].sum()), len(t_inv))
         return input_ids, mask, sid.tokens[t_inv], input_extra, dec_extra, sid, agree
@@ -313,18 +301,12 @@ class Trainer:
         counts = np.zeros(6, dtype=np.int64)  # sampled==det over unique items, input tokens, label tokens
         bar = progress_bar(batches, desc=f"epoch {epoch}", disable=not self.progress, unit="batch")
         for step, idx in enumerate(bar):
-            input_ids, mask, labels, input_extra, decoder_extra, sid, agree = self._step_inputs(idx, samples)
+            inputs = self._step_inputs(idx, samples)
+            sid, agree = inputs[5], inputs[6]
             self.opt.zero_grad(set_to_none=True)
             if self.joint is not None and self.tok_opt is not None:
                 self.tok_opt.zero_grad(set_to_none=True)
-            sid_loss = None if sid is None else sid.out.loss_vq + sid.out.loss_recon
-            if sid_loss is not None and not sid_loss.requires_grad:  # frozen tokenizer: nothing to send back
-                sid_loss = None
-            l_gen = gen_backward(self.model, cfg.micro_batch_size, input_ids, mask, labels, input_extra, decoder_extra,
-                                 sid_loss)
-            loss = l_gen
-            if sid is not None:  # section 4.3: L_gen + L_vq + L_recon
-                loss = l_gen + sid.out.loss_vq.detach() + sid.out.loss_recon.detach()
+            loss, l_gen, parts = self._batch_backward(idx, inputs)
             if not torch.isfinite(loss):  # checked before any optimiser step: the weights stay as they were
                 raise FloatingPointError(
                     f"loss became {loss.item()} at epoch {epoch}, step {step}; stopped. The last good checkpoint "
@@ -342,6 +324,8 @@ class Trainer:
                 sums["loss_recon"] += sid.out.loss_recon.item()
             sums["loss"] += loss.item()
             sums["loss_gen"] += l_gen.item()
+            for key, value in parts.items():  # further terms of the method's loss (UniGRec's L_CD)
+                sums[key] = sums.get(key, 0.0) + value
             if self.progress and step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # redraws follow mininterval
         n = max(len(batches), 1)
@@ -351,6 +335,20 @@ class Trainer:
             rec["agreement_input"] = counts[2] / max(counts[3], 1)  # fed history IDs == current deterministic IDs
             rec["agreement_label"] = counts[4] / max(counts[5], 1)  # fed label IDs == current deterministic IDs
         return rec
+
+    def _batch_backward(self, idx: np.ndarray, inputs: tuple) -> StepLoss:
+        """Backpropagate one batch (``inputs`` from ``_step_inputs``): L_gen, and for joint methods L_vq + L_recon
+        through the tokenizer (section 4.3). ``idx`` are the batch's training samples."""
+        input_ids, mask, labels, input_extra, decoder_extra, sid, _ = inputs
+        sid_loss = None if sid is None else sid.out.loss_vq + sid.out.loss_recon
+        if sid_loss is not None and not sid_loss.requires_grad:  # frozen tokenizer: nothing to send back
+            sid_loss = None
+        l_gen = gen_backward(self.model, self.cfg.micro_batch_size, input_ids, mask, labels, input_extra,
+                             decoder_extra, sid_loss)
+        loss = l_gen
+        if sid is not None:  # section 4.3: L_gen + L_vq + L_recon
+            loss = l_gen + sid.out.loss_vq.detach() + sid.out.loss_recon.detach()
+        return StepLoss(loss, l_gen, {})
 
     def _tokenizer_step(self, l_gen: torch.Tensor) -> None:
         cfg = self.cfg

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from diger_lib import data as D
-from diger_lib.config import AssignConfig, DataConfig, JointConfig, RecommenderConfig, RQVAEConfig, TrainConfig
+from diger_lib.config import (AssignConfig, DataConfig, JointConfig, RecommenderConfig, RQVAEConfig, TrainConfig,
+                              UniGRecConfig)
 from diger_lib.joint import assign_config_for
 from diger_lib.pipeline import RunSpec, make_trainer
 from diger_lib.rqvae import RQVAE, add_conflict_codes
@@ -19,7 +20,10 @@ TINY = RecommenderConfig(d_model=16, n_heads=2, d_kv=8, d_ff=32, n_encoder_layer
 
 def build(method: str, ckpt_dir, epochs: int = 4, decay: str = "sdud+frqud", lr: float = 2e-3,
           time_budget_minutes: float = 0.0, assign: dict | None = None, joint: dict | None = None,
-          train: dict | None = None, init_state: dict | None = None) -> Trainer:
+          train: dict | None = None, init_state: dict | None = None, unigrec: dict | None = None,
+          teacher: torch.Tensor | None = None, log=lambda s: None) -> Trainer:
+    """``unigrec`` (method="unigrec"): UniGRecConfig fields; its distillation reads ``teacher`` (default: a seeded
+    random [n_items, 6] table)."""
     torch.manual_seed(0)
     seqs = D.load_interactions(FIXTURES, "Tiny")
     split = D.split_leave_one_out(seqs, 20)
@@ -30,13 +34,19 @@ def build(method: str, ckpt_dir, epochs: int = 4, decay: str = "sdud+frqud", lr:
                       time_budget_minutes=time_budget_minutes, **(train or {}))
     run_config = {"method": method, "decay": decay, "lr": lr,  # epochs is an upper bound: raising it resumes
                   "assign": assign, "joint": joint, "train": train}
+    extra = {}
+    if method == "unigrec":
+        run_config["unigrec"] = unigrec
+        extra = dict(unigrec=UniGRecConfig(**(unigrec or {})))
+        if teacher is None:
+            teacher = torch.from_numpy(np.random.default_rng(1).normal(size=(split.n_items, 6)).astype("float32"))
     spec = RunSpec(data=DataConfig(dataset="Tiny", data_root=str(FIXTURES)), model=TINY, train=cfg,
                    assign=assign_config_for(cfg.method, AssignConfig(decay=decay, **(assign or {}))),
-                   joint=JointConfig(**(joint or {})), codebook_size=8, n_levels=2)
-    quiet = dict(ckpt_dir=ckpt_dir, run_config=run_config, init_state=init_state, progress=False, log=lambda s: None)
-    if method == "two_stage":  # the same call as notebook 04, with the tokenizer's IDs frozen
+                   joint=JointConfig(**(joint or {})), codebook_size=8, n_levels=2, **extra)
+    quiet = dict(ckpt_dir=ckpt_dir, run_config=run_config, init_state=init_state, progress=False, log=log)
+    if method == "two_stage" or (method == "unigrec" and not spec.uses_soft_ids):  # notebook 04's call, IDs frozen
         return make_trainer(spec, split, item_ids=add_conflict_codes(rq.deterministic_codes(X), 8), **quiet)
-    trainer = make_trainer(spec, split, tokenizer=rq, item_emb=X, **quiet)
+    trainer = make_trainer(spec, split, tokenizer=rq, item_emb=X, teacher=teacher, **quiet)
     trainer.joint.refresh_ids()  # the epoch table exists before fit() (tests inspect a step without training)
     return trainer
 
