@@ -19,7 +19,7 @@ from .progress import progress_bar
 from .assignment import assign_level, neg_sq_dist, scaled_logits
 from .config import AssignConfig, RQVAEConfig, Sim, VQCodes
 from .metrics import collision_rate
-from .runtime import eval_mode
+from .runtime import deterministic_algorithms, eval_mode
 
 
 class PretrainOut(NamedTuple):
@@ -283,6 +283,12 @@ def pretrain_rqvae(
     n_bad = int((~torch.isfinite(x)).sum())
     if n_bad:
         raise ValueError(f"x contains {n_bad} non-finite values (NaN/inf); fix the item embeddings first")
+    with deterministic_algorithms():  # same seed, same tokenizer, whatever the thread count (runtime.py)
+        return _pretrain(model, x, cfg, seed=seed, progress=progress, on_epoch=on_epoch)
+
+
+def _pretrain(model: RQVAE, x: Tensor, cfg: RQVAEConfig, *, seed: int, progress: bool,
+              on_epoch: Callable[[dict], None] | None) -> list[dict]:
     model.fit_input_norm_(x)
     model.kmeans_init_(x, cfg.kmeans_iters, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -199,3 +199,24 @@ def test_frqud_masks_in_tokenize():
     assert not torch.equal(hot.codes, hot.det_codes)  # the noise is real when codes are hot
     with pytest.raises(ValueError, match="hot_masks"):
         model.tokenize(x, AssignConfig(), hot_masks=cold[:, :3])
+
+
+def test_pretraining_is_bit_reproducible_with_two_threads():
+    """Same seed, same tokenizer: with 2 threads a parallel accumulation in the backward made two runs differ (every
+    semantic ID downstream then changed from run to run); pretrain_rqvae runs under deterministic algorithms."""
+    x = torch.randn(3000, 384, generator=torch.Generator().manual_seed(0))
+    cfg = RQVAEConfig(codebook_size=256, n_levels=3, code_dim=32, hidden_dims=(128,), epochs=2, batch_size=1024,
+                      kmeans_iters=5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        params = []
+        for _ in range(3):
+            torch.manual_seed(1)
+            model = RQVAE(384, cfg)
+            pretrain_rqvae(model, x, cfg, seed=1, progress=False)
+            params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(params[0], p) for p in params[1:])
+    assert not torch.are_deterministic_algorithms_enabled()  # the setting is restored afterwards
