@@ -114,20 +114,25 @@ def _diagnosis() -> list[Step]:
     t, dg = dict(d, **_DIAG_TRAIN), dict(d, **_DIAG_TRAIN, **_DIAG_DIGER)
     one_pass = dict(epochs=2, patience=2)  # warm start: 2 x 65,536 samples ~ one pass each
     rows = [
+        # session 5: the tokenizer is rebuilt (reproducibly now), so the verdict rows come first: FrqUD per item, the
+        # best learning-tokenizer row of sessions 2-4 (papermill_runs/diagnosis_tokA), against Two-Stage over 3 seeds
         ("ts_s2026", dict(t, method="two_stage")),
+        ("dg_frqud_per_item", dict(dg, frqud_mode="per_item")),
+        ("ts_s2027", dict(t, method="two_stage", seed=2027)),
+        ("dg_frqud_per_item_s2027", dict(dg, frqud_mode="per_item", seed=2027)),
+        ("ts_s2028", dict(t, method="two_stage", seed=2028)),
+        ("dg_frqud_per_item_s2028", dict(dg, frqud_mode="per_item", seed=2028)),
+        ("ste", dict(t, method="ste")),  # naive joint training: the paper has it far below Two-Stage
         ("dg_base", dict(dg)),
         ("dg_tok_lr0", dict(dg, tokenizer_lr=0.0)),
+        ("dg_sdud_lambda2", dict(dg, decay="sdud", sdud_lambda=2.0)),
         ("dg_tok_lr1e-5", dict(dg, tokenizer_lr=1e-5)),
         ("dg_sampled_labels", dict(dg, labels="sampled")),
-        ("ts_s2027", dict(t, method="two_stage", seed=2027)),
-        # session 4: the budget-matched warm start first (three half-size runs), then the third Two-Stage seed
+        # the budget-matched warm start (three half-size runs)
         ("ws_ts_pass1", dict(t, method="two_stage", **one_pass)),
         ("ws_ts_plus1", dict(t, method="two_stage", init_from="04_train_recommender__ws_ts_pass1", **one_pass)),
         ("ws_dg_plus1", dict(dg, proj_init="zero", init_from="04_train_recommender__ws_ts_pass1", **one_pass)),
-        ("ts_s2028", dict(t, method="two_stage", seed=2028)),
         ("dg_zero_w", dict(dg, proj_init="zero")),
-        ("dg_frqud_per_item", dict(dg, frqud_mode="per_item")),
-        ("dg_sdud_lambda2", dict(dg, decay="sdud", sdud_lambda=2.0)),
         ("dg_authors", dict(t, **_AUTHORS)),
         ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
         ("dg_cosine", dict(dg, **_COSINE)),
