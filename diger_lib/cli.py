@@ -58,6 +58,31 @@ def relativize_runs(prefix: str, folders: tuple[str, ...] = ("papermill_runs", "
     return changed
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from .metrics import paired_bootstrap_seeds
+    from .runs import read_runs
+
+    try:
+        a = read_runs(args.runs_dir, [n for n in args.a.split(",") if n], need="test_ranks.txt.gz")
+        b = read_runs(args.runs_dir, [n for n in args.b.split(",") if n], need="test_ranks.txt.gz")
+        digests = {r.metrics.get("tokenizer_codes_sha256") for r in a + b} - {None}
+        if len(digests) > 1:
+            raise ValueError(f"the runs used different semantic IDs (tokenizer_codes_sha256 {sorted(digests)}): "
+                             f"they are not paired")
+        ra, rb = [r.ranks() for r in a], [r.ranks() for r in b]
+        print(f"A = {', '.join(r.name for r in a)}\nB = {', '.join(r.name for r in b)}\n"
+              f"test users {len(ra[0])}, {args.n_boot} paired resamples; per-user metrics averaged over each side's runs")
+        for metric in args.metrics.split(","):
+            r = paired_bootstrap_seeds(ra, rb, metric, n_boot=args.n_boot)
+            seeds = lambda xs: " ".join(f"{x:.4f}" for x in xs)  # noqa: E731
+            print(f"{metric}: A {r['a']:.4f} ({seeds(r['a_seeds'])})  B {r['b']:.4f} ({seeds(r['b_seeds'])})  "
+                  f"A-B {r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]  P(A-B<=0) {r['p_le_0']:.3f}")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="diger_lib.cli")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -71,7 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     rd = sub.add_parser("readme-results", help="regenerate the README's Results block from figures/table*.md")
     rd.add_argument("--readme", default="README.md")
     rd.add_argument("--figures", default="figures", help="where notebook 06 wrote table2.md ... claims.md")
+    cp = sub.add_parser("compare", help="paired bootstrap over the same test users: runs A (one or several seeds) "
+                        "against runs B, e.g. `compare papermill_runs/diagnosis dg_x,dg_x_s2027 ts_s2026,ts_s2027`")
+    cp.add_argument("runs_dir", help="a profile's folder of runs, e.g. papermill_runs/diagnosis")
+    cp.add_argument("a", help="comma-separated run names (variants) of side A")
+    cp.add_argument("b", help="comma-separated run names of side B")
+    cp.add_argument("--metrics", default="R@10,N@10")
+    cp.add_argument("--n-boot", type=int, default=5000)
     args = ap.parse_args(argv)
+    if args.cmd == "compare":
+        return _compare(args)
     if args.cmd == "readme-results":
         from .atomic import atomic_open
         from .reproduce import readme_results

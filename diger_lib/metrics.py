@@ -14,7 +14,7 @@ Every function accepts numpy arrays or torch tensors (any device) and returns nu
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -205,12 +205,33 @@ def paired_bootstrap(ranks_a: Any, ranks_b: Any, metric: str = "N@10", n_boot: i
     a, b = per_user_metric(ranks_a, metric), per_user_metric(ranks_b, metric)
     if a.shape != b.shape or a.size == 0:
         raise ValueError(f"paired bootstrap needs the same non-empty user set, got {a.shape} and {b.shape}")
-    d = a - b
+    return {**_bootstrap_mean(a - b, n_boot, seed, level), "a": float(a.mean()), "b": float(b.mean())}
+
+
+def paired_bootstrap_seeds(ranks_a: Sequence[Any], ranks_b: Sequence[Any], metric: str = "N@10", n_boot: int = 10000,
+                           seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Method A (several seeds) against method B (several seeds) on the same test users: each user's metric is first
+    averaged over the seeds of each method, then users are resampled as in ``paired_bootstrap``. The interval covers
+    the test-user sampling; the seeds' spread is reported beside it (``a_seeds``, ``b_seeds``: each seed's mean), since
+    with 3 seeds per side it is a second, unresampled source of error."""
+    if not len(ranks_a) or not len(ranks_b):
+        raise ValueError("paired_bootstrap_seeds needs at least one run per side")
+    per_a = [per_user_metric(r, metric) for r in ranks_a]
+    per_b = [per_user_metric(r, metric) for r in ranks_b]
+    shapes = sorted({p.shape for p in per_a + per_b})
+    if len(shapes) != 1 or per_a[0].size == 0:
+        raise ValueError(f"paired bootstrap needs the same non-empty user set in every run, got shapes {shapes}")
+    a, b = np.mean(per_a, axis=0), np.mean(per_b, axis=0)
+    return {**_bootstrap_mean(a - b, n_boot, seed, level), "a": float(a.mean()), "b": float(b.mean()),
+            "a_seeds": [float(p.mean()) for p in per_a], "b_seeds": [float(p.mean()) for p in per_b]}
+
+
+def _bootstrap_mean(d: np.ndarray, n_boot: int, seed: int, level: float) -> dict[str, float]:
+    """Mean of the per-user differences ``d`` and its percentile interval over user resamples."""
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
     for s in range(0, n_boot, 500):  # chunks keep memory at 500 x U
         idx = rng.integers(0, d.size, size=(min(500, n_boot - s), d.size))
         means[s:s + len(idx)] = d[idx].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi), "p_le_0": float((means <= 0).mean()),
-            "a": float(a.mean()), "b": float(b.mean())}
+    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi), "p_le_0": float((means <= 0).mean())}

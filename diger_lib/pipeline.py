@@ -21,7 +21,7 @@ from . import unigrec as UG
 from .config import (AssignConfig, ConfigError, DataConfig, IDSource, JointConfig, LRSchedule, Method,
                      NOT_FINGERPRINTED, RecommenderConfig, RQVAEConfig, TrainConfig, UniGRecConfig, UniGRecPart,
                      UniGRecVariant, _enum, from_flat, to_dict)
-from .data import Split, dataset_dir, load_index_codes, make_ids_unique
+from .data import Split, dataset_dir, load_index_codes, make_ids_unique, sha256_file
 from .joint import JointTokenizer, assign_config_for
 from .paths import dataset_artifacts, rqvae_dir
 from .records import write_json
@@ -210,6 +210,21 @@ def build_trainer(spec: RunSpec, split: Split, artifacts_dir: Path | str, run_na
     init_state = finished_run_weights(art / "runs", spec.init_from) if spec.init_from else None
     return make_trainer(spec, split, ckpt_dir=checkpoint_dir(spec, artifacts_dir, run_name), init_state=init_state,
                         log=log, **kw, **trainer_kw)
+
+
+def tokenizer_digest(spec: RunSpec, artifacts_dir: Path | str) -> str:
+    """SHA-256 of the file that fixes the run's semantic IDs: notebook 03's ``codes.npy`` (the deterministic IDs of its
+    tokenizer, written beside ``rqvae.pt``) or LETTER's ``NAME.index.json``; "" for MostPopular. Two runs are paired
+    (same items, same IDs at the start) only when their digests agree; notebook 03 prints the same digest."""
+    if spec.train.method is Method.MOST_POPULAR:
+        return ""
+    if spec.ids is IDSource.LETTER:
+        path = dataset_dir(spec.data.data_root, spec.data.dataset) / f"{spec.data.dataset}.index.json"
+    else:
+        path = rqvae_dir(artifacts_dir, spec.data.dataset, spec.codebook_size, spec.n_levels) / "codes.npy"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the run's semantic IDs come from it (notebook 03 writes codes.npy)")
+    return sha256_file(path)
 
 
 def mark_finished(trainer: Trainer, artifacts_dir: Path | str, dataset: str, run_name: str) -> Path:

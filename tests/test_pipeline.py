@@ -104,6 +104,23 @@ def test_letter_ids_are_unique(tmp_path):
     assert K == 256 and changed == 1 and len(np.unique(codes, axis=0)) == 3
 
 
+def test_tokenizer_digest_names_the_ids_file(tmp_path):
+    import hashlib
+
+    spec = pipeline.RunSpec.from_params(notebook_params(**TINY, codebook_size=8, n_levels=2))
+    with pytest.raises(FileNotFoundError, match="codes.npy not found"):
+        pipeline.tokenizer_digest(spec, tmp_path)
+    rq = tmp_path / "Tiny" / "rqvae_K8_m2"
+    rq.mkdir(parents=True)
+    np.save(rq / "codes.npy", np.arange(12).reshape(4, 3))
+    digest = pipeline.tokenizer_digest(spec, tmp_path)
+    assert digest == hashlib.sha256((rq / "codes.npy").read_bytes()).hexdigest()
+    np.save(rq / "codes.npy", np.arange(12).reshape(4, 3)[::-1].copy())  # other IDs, other digest
+    assert pipeline.tokenizer_digest(spec, tmp_path) != digest
+    pop = pipeline.RunSpec.from_params(notebook_params(**TINY, method="most_popular"))
+    assert pipeline.tokenizer_digest(pop, tmp_path / "nowhere") == ""
+
+
 def test_run_label():
     assert pipeline.run_label("two_stage", "letter") == "Two-Stage (LETTER IDs)"
     assert pipeline.run_label("diger", decay="frqud") == "DIGER (FrqUD)"

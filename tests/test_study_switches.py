@@ -195,6 +195,23 @@ def test_per_user_metrics_and_paired_bootstrap():
         M.per_user_metric(ranks, "HR10")
 
 
+def test_paired_bootstrap_over_seeds_averages_each_user_first():
+    rng = np.random.default_rng(1)
+    runs = [M.target_ranks(rng.integers(0, 40, size=(300, 10)), rng.integers(0, 40, size=300)) for _ in range(4)]
+    one = M.paired_bootstrap(runs[0], runs[2], "N@10", n_boot=300, seed=3)
+    single = M.paired_bootstrap_seeds([runs[0]], [runs[2]], "N@10", n_boot=300, seed=3)
+    assert single["diff"] == one["diff"] and single["lo"] == one["lo"] and single["hi"] == one["hi"]  # one seed = plain
+    two = M.paired_bootstrap_seeds(runs[:2], runs[2:], "R@10", n_boot=300)
+    per = [M.per_user_metric(r, "R@10").mean() for r in runs]
+    assert two["a_seeds"] == pytest.approx(per[:2]) and two["b_seeds"] == pytest.approx(per[2:])
+    assert two["diff"] == pytest.approx((per[0] + per[1]) / 2 - (per[2] + per[3]) / 2)
+    assert two["lo"] <= two["diff"] <= two["hi"]
+    with pytest.raises(ValueError, match="same non-empty user set"):
+        M.paired_bootstrap_seeds([runs[0]], [runs[1][:10]])
+    with pytest.raises(ValueError, match="at least one run"):
+        M.paired_bootstrap_seeds([], [runs[1]])
+
+
 def test_init_from_names_the_missing_run(tmp_path):
     from diger_lib.pipeline import finished_run_weights
     from diger_lib.records import write_json
@@ -227,3 +244,21 @@ def test_frozen_tokenizer_still_trains_w(tmp_path):
     w0 = [p.weight.detach().clone() for p in tr.joint.proj]
     tr.train_epoch(1)
     assert all(not torch.equal(a, p.weight) for a, p in zip(w0, tr.joint.proj))
+
+
+def test_cli_compare_pairs_runs_over_seeds_and_refuses_other_ids(tmp_path, capsys):
+    from diger_lib import cli
+    from diger_lib.records import write_json, write_ranks
+
+    rng = np.random.default_rng(2)
+    for name, digest in (("a1", "x"), ("a2", "x"), ("b1", "x"), ("c1", "y")):
+        d = tmp_path / f"04_train_recommender__{name}"
+        d.mkdir()
+        write_json(d / "metrics.json", {"tokenizer_codes_sha256": digest})
+        write_ranks(d / "test_ranks.txt.gz", rng.integers(-1, 10, size=200))
+    assert cli.main(["compare", str(tmp_path), "a1,a2", "b1", "--n-boot", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "A = a1, a2" in out and "R@10: A " in out and "N@10: A " in out and "test users 200" in out
+    assert cli.main(["compare", str(tmp_path), "a1", "c1"]) == 1
+    assert "different semantic IDs" in capsys.readouterr().err
+    assert cli.main(["compare", str(tmp_path), "a1", "missing"]) == 1
