@@ -4,6 +4,7 @@ VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 PROFILE ?= quick
+WORKERS ?= 2
 
 .PHONY: setup data quick smoke paper paper-cpu paper-two-stage test test-fast test-browser diagnosis
 
@@ -41,7 +42,7 @@ paper: data
 # Every table and figure of the paper at a scale this CPU can run (about 10 hours on 2 cores); each run resumes, so
 # calling it again continues the batch. Then the README's Results block is regenerated from figures/table*.md.
 paper-cpu: data
-	$(VPY) -m diger_lib.runner --profile paper_cpu --skip-finished $(RUNNER_ARGS)
+	$(VPY) -m diger_lib.runner --profile paper_cpu --skip-finished --workers $(WORKERS) $(RUNNER_ARGS)
 	$(VPY) -m diger_lib.cli readme-results
 
 # Two-Stage on Beauty at the paper's full size, 115 min per call; run it again to resume until early stopping.

@@ -331,6 +331,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="skip steps whose finished run has exactly this configuration (continue a stopped batch)")
     ap.add_argument("--force", action="store_true", help="no longer needed: a rerun replaces finished runs")
     ap.add_argument("--list", action="store_true", help="print the steps and exit")
+    ap.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="run up to N notebook-04 trainings at once, each in its own process with "
+                         "OMP_NUM_THREADS = cores // N unless set (other notebooks run alone, in profile order); "
+                         "each step's output goes to papermill_runs/<profile>/.logs/<step>.log")
+    ap.add_argument("--no-lock", action="store_true", help=argparse.SUPPRESS)  # a --workers child: its parent holds it
     return ap
 
 
@@ -373,6 +378,66 @@ def _command(argv: list[str]) -> str:
     return "python -m diger_lib.runner " + " ".join(shlex.quote(rel(t)) for t in argv)
 
 
+def unfinished(profile: str, steps: list[Step]) -> list[Step]:
+    """The steps whose finished run is missing or has another configuration (``--skip-finished``)."""
+    out = []
+    for stem, variant, params in steps:
+        final, _, config_view = plan_step(profile, stem, variant, params)
+        if finished_config(final, stem) == config_view:
+            print(f"[{time.strftime('%H:%M:%S')}] {profile}: skipping {label_of(stem, variant)} (finished, same "
+                  f"configuration)")
+        else:
+            out.append((stem, variant, params))
+    return out
+
+
+def run_profile_parallel(profile: str, steps: list[Step], args: argparse.Namespace, command: str) -> int:
+    """``--workers N``: each step runs as a child runner (``--only <step> --no-lock``) in its own process; trainings
+    run side by side, other notebooks alone (``dependencies``). Children get OMP_NUM_THREADS = cores // N unless it is
+    set, and write their output to ``papermill_runs/<profile>/.logs/<step>.log``."""
+    if args.skip_finished:
+        steps = unfinished(profile, steps)
+    labels = [label_of(stem, variant) for stem, variant, _ in steps]
+    logs = RUNS / profile / ".logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, DIGER_RUNNER_COMMAND=command)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.workers)))
+    # a child is this runner with the same runs root (tests point RUNS elsewhere), one step and no lock
+    base = [sys.executable, "-c", "import sys; from pathlib import Path; from diger_lib import runner; "
+            f"runner.RUNS = Path({str(RUNS)!r}); sys.exit(runner.main(sys.argv[1:]))"]
+    base += ["--profile", args.profile] if args.profile else ["--profile-file", str(Path(args.profile_file).resolve())]
+    for kv in args.set:
+        base += ["--set", kv]
+    handles: dict[int, tuple[subprocess.Popen, Any]] = {}
+
+    def start(i: int) -> int:
+        log_file = logs / f"{labels[i]}.log"
+        fh = open(log_file, "w")
+        print(f"[{time.strftime('%H:%M:%S')}] {profile}: {labels[i]} ... (OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, "
+              f"output in {relative(log_file)})", flush=True)
+        handles[i] = (subprocess.Popen(base + ["--only", labels[i], "--no-lock"], cwd=ROOT, env=env, stdout=fh,
+                                       stderr=subprocess.STDOUT), fh)
+        return i
+
+    def poll(i: int) -> int | None:
+        proc, fh = handles[i]
+        code = proc.poll()
+        if code is not None:
+            fh.close()
+            lines = (logs / f"{labels[i]}.log").read_text(errors="replace").strip().splitlines()
+            print(lines[-1] if lines else f"[{time.strftime('%H:%M:%S')}]   {labels[i]}: exit {code}", flush=True)
+        return code
+
+    try:
+        return run_parallel(labels, dependencies(steps), start, args.workers, poll, log=lambda m: print(m, file=sys.stderr))
+    finally:  # Ctrl-C or an error here: stop the children (each resumes from its checkpoint next time)
+        for proc, fh in handles.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+            fh.close()
+
+
 def run_profile(profile: str, steps: list[Step], *, skip_finished: bool, command: str) -> int:
     for stem, variant, params in steps:
         label = label_of(stem, variant)
@@ -394,6 +459,68 @@ def run_profile(profile: str, steps: list[Step], *, skip_finished: bool, command
     return 0
 
 
+# Steps that may run beside each other: trainings read the artifacts of earlier steps and write only their own run
+# folder and checkpoint folder. Every other notebook is a barrier: it starts when everything before it has finished,
+# and nothing after it starts before it has finished (notebook 03 writes the tokenizer 04 reads; 05/06 read the runs).
+PARALLEL_STEMS = frozenset({"04_train_recommender"})
+
+
+def dependencies(steps: list[Step]) -> list[set[int]]:
+    """For each step, the indices of the earlier steps it must wait for (see PARALLEL_STEMS); a warm start
+    (``init_from``) also waits for the run it starts from."""
+    deps: list[set[int]] = []
+    barrier: int | None = None
+    since_barrier: list[int] = []
+    labels = {label_of(stem, variant): i for i, (stem, variant, _) in enumerate(steps)}
+    for i, (stem, _, params) in enumerate(steps):
+        if stem in PARALLEL_STEMS:
+            d = {barrier} if barrier is not None else set()
+            src = params.get("init_from") or ""
+            if src in labels and labels[src] < i:
+                d.add(labels[src])
+            since_barrier.append(i)
+        else:
+            d = set(since_barrier) | ({barrier} if barrier is not None else set())
+            barrier, since_barrier = i, []
+        deps.append(d)
+    return deps
+
+
+def run_parallel(labels: list[str], deps: list[set[int]], start: Callable[[int], Any], workers: int,
+                 poll: Callable[[Any], int | None], wait: Callable[[], None] = lambda: time.sleep(2.0),
+                 log: Callable[[str], None] = print) -> int:
+    """Start step i with ``start(i)`` (returns a handle) once its dependencies have finished, at most ``workers`` at a
+    time, in list order; ``poll(handle)`` is None while it runs, else its exit code. After a failure nothing new
+    starts; the running steps finish. Returns 0 if every step succeeded, else 1."""
+    done: set[int] = set()
+    running: dict[int, Any] = {}
+    pending = list(range(len(labels)))
+    failed = False
+    while pending or running:
+        for i, h in list(running.items()):
+            code = poll(h)
+            if code is not None:
+                del running[i]
+                if code == 0:
+                    done.add(i)
+                else:
+                    failed = True
+                    log(f"error: {labels[i]} failed (exit {code}); no new step starts")
+        if failed:
+            pending = []
+        for i in list(pending):
+            if len(running) >= workers:
+                break
+            if deps[i] <= done:
+                running[i] = start(i)
+                pending.remove(i)
+        if pending and not running:  # cannot happen with dependencies() (each points backwards): fail loudly
+            raise RunnerError(f"steps {[labels[i] for i in pending]} wait for steps that never finish")
+        if running:
+            wait()
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
@@ -402,14 +529,22 @@ def main(argv: list[str] | None = None) -> int:
     except RunnerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print(f"error: --workers {args.workers} must be >= 1", file=sys.stderr)
+        return 2
     if args.list:
         for stem, variant, params in steps:
             print(label_of(stem, variant), json.dumps(params))
         return 0
+    command = os.environ.get("DIGER_RUNNER_COMMAND", "") if args.no_lock else ""
+    command = command or _command(argv)
+    if args.no_lock:  # a --workers child: its parent holds the profile's lock
+        return run_profile(profile, steps, skip_finished=args.skip_finished, command=command)
     lock = RUNS / profile / ".runner.lock"
-    command = _command(argv)
     try:
         with profile_lock(lock, command, warn=lambda s: print(s, file=sys.stderr)):
+            if args.workers > 1:
+                return run_profile_parallel(profile, steps, args, command)
             return run_profile(profile, steps, skip_finished=args.skip_finished, command=command)
     except LockHeld as e:
         print(f"error: profile {profile} is already being run by {e} (lock {relative(lock)}). Two runners on one "

@@ -122,16 +122,19 @@ def test_smoke_profile_runs_every_notebook(tmp_path, monkeypatch):
     env_runs = tmp_path / "runs"
     data = _byo_copy_of_tiny(tmp_path / "mydata")
     args = ["--profile-file", "profiles/byo_example.toml", "--set", "dataset=MyTiny", "--set", "datasets=MyTiny",
-            "--set", f"data_root={data}"]
+            "--set", f"data_root={data}", "--workers", "2"]  # the four trainings run two at a time
     code = ("import sys; from diger_lib import runner; from pathlib import Path; "
             f"runner.RUNS = Path({str(env_runs)!r}); sys.exit(runner.main(sys.argv[1:]))")
-    env = dict(os.environ, DIGER_ARTIFACTS=str(tmp_path / "artifacts"))
+    env = dict(os.environ, DIGER_ARTIFACTS=str(tmp_path / "artifacts"), OMP_NUM_THREADS="1")  # kept by --workers
     out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "without encryption" not in out.stderr
     runs = env_runs / "byo_example"
-    steps = runner.apply_overrides(_example_steps(), args[3::2])
+    steps = runner.apply_overrides(_example_steps(), args[3:8:2])
+    assert "OMP_NUM_THREADS=" in out.stdout and (runs / ".logs" / "04_train_recommender__ste.log").is_file()
+    manifest = json.loads((runs / "04_train_recommender__ste" / "manifest.json").read_text())
+    assert "--workers 2" in manifest["command"] and "--no-lock" not in manifest["command"]  # the parent's command
     for stem, variant, params in steps:
         d = runs / (f"{stem}__{variant}" if variant else stem)
         assert (d / f"{stem}.ipynb").is_file() and (d / "manifest.json").is_file() and (d / "config.json").is_file()
@@ -158,6 +161,7 @@ def test_smoke_profile_runs_every_notebook(tmp_path, monkeypatch):
     first = (runs / f"{stem}__{variant}" / "metrics.json").read_text()
     shutil.copytree(tmp_path / "artifacts", tmp_path / "artifacts2", ignore=shutil.ignore_patterns("runs"))
     monkeypatch.setenv("DIGER_ARTIFACTS", str(tmp_path / "artifacts2"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the first run's thread count: bit-equality holds per thread count
     again = runner.run_step("byo_example", stem, variant, params, runs_root=tmp_path / "again")
     assert (again / "metrics.json").read_text() == first
     # A finished run with another configuration is replaced, saying which keys changed.

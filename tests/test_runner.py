@@ -223,3 +223,69 @@ def test_relative_text_strips_the_machine_from_printed_output(monkeypatch, tmp_p
     text = f"resumed from {tmp_path}/store/quick/last.pt; warning in {ROOT}/.venv/lib/x.py; {ROOT}-other/y"
     assert paths.relative_text(text) == \
         f"resumed from $DIGER_ARTIFACTS/quick/last.pt; warning in .venv/lib/x.py; {ROOT}-other/y"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --workers: trainings side by side, other notebooks alone
+# ---------------------------------------------------------------------------------------------------------
+def _steps(*names):
+    out = []
+    for n in names:
+        stem, _, variant = n.partition(":")
+        params = {"init_from": f"04_train_recommender__{variant.split('<')[1]}"} if "<" in variant else {}
+        out.append((stem, variant.split("<")[0], params))
+    return out
+
+
+def test_dependencies_make_every_other_notebook_a_barrier():
+    steps = _steps("02_encode_item_text", "03_pretrain_rqvae", "04_train_recommender:a",
+                   "04_train_recommender:b<a", "04_train_recommender:c", "05_sid_dynamics_figures",
+                   "04_train_recommender:d", "06_results_tables")
+    assert runner.dependencies(steps) == [set(), {0}, {1}, {1, 2}, {1}, {1, 2, 3, 4}, {5}, {5, 6}]
+    assert runner.dependencies(_steps("04_train_recommender:a", "04_train_recommender:b")) == [set(), set()]
+
+
+def _simulate(deps, durations, workers, fail=()):
+    """run_parallel on a clock: each poll advances time by one tick; returns (exit code, {step: (start, end)})."""
+    clock, spans, live = [0], {}, {}
+
+    def start(i):
+        spans[i] = (clock[0], None)
+        live[i] = clock[0] + durations[i]
+        return i
+
+    def poll(i):
+        if clock[0] < live[i]:
+            return None
+        spans[i] = (spans[i][0], clock[0])
+        return 1 if i in fail else 0
+
+    def tick():
+        clock[0] += 1
+
+    code = runner.run_parallel([str(i) for i in range(len(deps))], deps, start, workers, poll, wait=tick,
+                               log=lambda m: None)
+    return code, spans
+
+
+def test_run_parallel_respects_dependencies_and_the_worker_count():
+    steps = _steps("03_pretrain_rqvae", "04_train_recommender:a", "04_train_recommender:b<a",
+                   "04_train_recommender:c", "04_train_recommender:d", "06_results_tables")
+    deps = runner.dependencies(steps)
+    code, spans = _simulate(deps, [2, 5, 3, 4, 4, 1], workers=2)
+    assert code == 0 and set(spans) == set(range(6))
+    for i, d in enumerate(deps):
+        assert all(spans[j][1] <= spans[i][0] for j in d), (i, spans)
+    for t in range(20):  # never more than 2 at a time
+        assert sum(1 for s, e in spans.values() if s <= t < e) <= 2
+    assert spans[1][0] == spans[3][0] == 2  # a and c start together after the tokenizer; b waits for a
+    one = _simulate(deps, [2, 5, 3, 4, 4, 1], workers=1)[1]
+    assert max(e for _, e in spans.values()) < max(e for _, e in one.values())  # two workers finish sooner
+
+
+def test_run_parallel_starts_nothing_after_a_failure():
+    deps = runner.dependencies(_steps("04_train_recommender:a", "04_train_recommender:b",
+                                      "04_train_recommender:c", "06_results_tables"))
+    code, spans = _simulate(deps, [1, 4, 4, 1], workers=2, fail={0})
+    assert code == 1 and 1 in spans and 2 not in spans and 3 not in spans  # b was running and finishes
+    assert spans[1][1] is not None
