@@ -71,6 +71,12 @@ class Labels(str, enum.Enum):
     DETERMINISTIC = "deterministic"  # ... the per-epoch table of deterministic IDs (the authors' trainer)
 
 
+class EvalIDs(str, enum.Enum):
+    REFRESHED = "refreshed"  # validation/test read the tokenizer's IDs after the epoch (new IDs the recommender never saw)
+    TRAINED = "trained"  # ... the table the recommender trained on in that epoch (labels="deterministic"); the refreshed
+    #                      IDs become the next epoch's table
+
+
 class Coupling(str, enum.Enum):
     GRADIENT = "gradient"  # L_gen reaches the tokenizer through W_j e_hat (README note 4)
     NONE = "none"  # the authors' public code: the recommender reads tokens only; the tokenizer learns from L_vq + L_recon
@@ -254,9 +260,14 @@ class JointConfig:
     coupling: Coupling = Coupling.GRADIENT  # whether L_gen reaches the tokenizer
     tokenizer_train: TokenizerTrain = TokenizerTrain.ALL  # which tokenizer parameters the tokenizer optimiser moves
     proj_init: ProjInit = ProjInit.RANDOM  # initialisation of the projections W_j
+    eval_ids: EvalIDs = EvalIDs.REFRESHED  # which IDs validation and test read
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", _enum(Labels, self.labels, "labels"))
+        object.__setattr__(self, "eval_ids", _enum(EvalIDs, self.eval_ids, "eval_ids"))
+        _check(self.eval_ids is EvalIDs.REFRESHED or self.labels is Labels.DETERMINISTIC,
+               f"eval_ids='{self.eval_ids.value}' needs labels='deterministic' (with sampled labels the recommender "
+               f"trains on no single table)")
         object.__setattr__(self, "coupling", _enum(Coupling, self.coupling, "coupling"))
         object.__setattr__(self, "tokenizer_train", _enum(TokenizerTrain, self.tokenizer_train, "tokenizer_train"))
         object.__setattr__(self, "proj_init", _enum(ProjInit, self.proj_init, "proj_init"))

@@ -18,7 +18,7 @@ import torch
 
 from .checkpoint import atomic_torch_save, fingerprint
 from . import unigrec as UG
-from .config import (AssignConfig, ConfigError, DataConfig, IDSource, JointConfig, LRSchedule, Method,
+from .config import (AssignConfig, ConfigError, DataConfig, EvalIDs, IDSource, JointConfig, LRSchedule, Method,
                      NOT_FINGERPRINTED, RecommenderConfig, RQVAEConfig, TrainConfig, UniGRecConfig, UniGRecPart,
                      UniGRecVariant, _enum, from_flat, to_dict)
 from .data import Split, dataset_dir, load_index_codes, make_ids_unique, sha256_file
@@ -91,7 +91,7 @@ class RunSpec:
         written: changing them would orphan every checkpoint of an interrupted batch (tests/test_pipeline.py)."""
         cfg = {"data": to_dict(self.data), "model": to_dict(self.model),
                "train": {k: v for k, v in to_dict(self.train).items() if k not in NOT_FINGERPRINTED},
-               "assign": to_dict(self.assign), "joint": to_dict(self.joint), "ids": self.ids.value,
+               "assign": to_dict(self.assign), "joint": _joint_view(self.joint), "ids": self.ids.value,
                "K": self.codebook_size, "m": self.n_levels, "init_from": self.init_from}
         if self.train.lr_schedule is LRSchedule.WARMUP_COSINE:  # the cosine horizon is `epochs`: then it changes the run
             cfg["cosine_epochs"] = self.train.epochs
@@ -102,6 +102,15 @@ class RunSpec:
 
     def fingerprint(self) -> str:
         return fingerprint(self.run_config())
+
+
+def _joint_view(joint: JointConfig) -> dict[str, Any]:
+    """``joint`` as run_config records it: a switch added later is left out at its default value, so the
+    fingerprints of earlier runs (and their checkpoints) stay valid."""
+    out = to_dict(joint)
+    if joint.eval_ids is EvalIDs.REFRESHED:
+        out.pop("eval_ids")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -123,6 +123,11 @@ def _diagnosis() -> list[Step]:
         ("ts_s2028", dict(t, method="two_stage", seed=2028)),
         ("dg_frqud_per_item_s2028", dict(dg, frqud_mode="per_item", seed=2028)),
         ("ste", dict(t, method="ste")),  # naive joint training: the paper has it far below Two-Stage
+        # session 5: validation and test read the table the recommender trained on, not the IDs refreshed after the
+        # epoch (which it never saw): the same training as dg_frqud_per_item*, seed for seed, evaluated otherwise
+        ("dg_evtrained", dict(dg, frqud_mode="per_item", eval_ids="trained")),
+        ("dg_evtrained_s2027", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2027)),
+        ("dg_evtrained_s2028", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2028)),
         ("dg_base", dict(dg)),
         ("dg_tok_lr0", dict(dg, tokenizer_lr=0.0)),
         ("dg_sdud_lambda2", dict(dg, decay="sdud", sdud_lambda=2.0)),

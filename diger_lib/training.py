@@ -21,7 +21,7 @@ from torch import nn
 from . import diagnostics as DG
 from . import metrics as M
 from .checkpoint import atomic_torch_save, fingerprint, load_checkpoint
-from .config import LRSchedule, RecommenderConfig, TrainConfig
+from .config import EvalIDs, LRSchedule, RecommenderConfig, TrainConfig
 from .data import Samples, Split, bucket_batches, make_batch
 from .decoding import SIDTrie, recommend
 from .joint import JointTokenizer, tokenizer_params  # noqa: F401 (tokenizer_params: the old home)
@@ -393,8 +393,18 @@ class Trainer:
         self.prev_full = full.clone()
         return rec
 
+    def _evaluates_trained_table(self) -> bool:
+        return self.joint is not None and getattr(self.joint.joint, "eval_ids", None) is EvalIDs.TRAINED
+
     def validate(self) -> tuple[dict[str, float], torch.Tensor, torch.Tensor | None]:
+        """Validation metrics, the IDs they were computed with, and the refreshed deterministic codes (for the
+        dynamics). With ``eval_ids="trained"`` the IDs are the table the recommender trained on this epoch (the
+        refresh here becomes the next epoch's table); at epoch 0 there is no earlier table, so both agree."""
+        refreshed_before = self.joint is not None and bool(self.joint.table.any())  # all zeros until the first refresh
+        trained = self.joint.table.clone() if self._evaluates_trained_table() and refreshed_before else None
         ids, det = self.current_ids()
+        if trained is not None:
+            ids = trained
         table = self.joint.token_table(self.model.embed_weight()) if self.joint is not None else None
         met = evaluate(self.model, self.split.valid, ids, self.vocab, self.cfg, token_table=table,
                        max_users=self.cfg.max_eval_users, progress=self.progress)
@@ -466,6 +476,8 @@ class Trainer:
             if self.joint is not None:
                 self.joint.load_state_dict(best["joint"])
         ids, det = self.current_ids()
+        if best is not None and self._evaluates_trained_table():  # the table validation read at the best epoch
+            ids = best["ids"].to(ids.device)
         table = self.joint.token_table(self.model.embed_weight()) if self.joint is not None else None
         ranks: list[int] = []
         test = evaluate(self.model, self.split.test, ids, self.vocab, self.cfg, token_table=table,

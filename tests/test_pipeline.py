@@ -33,7 +33,9 @@ DIAGNOSIS = {"dg_authors": "92abcd5b44669c14", "dg_base": "8e54b22e56d18de1", "d
              "dg_zero_w": "7c5adcef843bc19c", "ts_cosine": "1c3f5efa950eec5a", "ts_s2026": "d718a7193f5fdfd9",
              "ts_s2027": "c405bea8b9ffe925", "ts_s2028": "913602cb0e7dd019", "ts_cosine_long8": "8614c25c2a49bd88", "dg_cosine_long8": "bc382c9a581261c0", "ws_dg_plus1": "edd4c62d5d054cfd", "ws_ts_pass1": "07dcc963135523e9",
              "ws_ts_plus1": "71d77bacc062d72b", "dg_frqud_per_item_s2027": "886601053392ede2",
-             "dg_frqud_per_item_s2028": "e1c565582854b2ee", "ste": "d43556cffe041035"}
+             "dg_frqud_per_item_s2028": "e1c565582854b2ee", "ste": "d43556cffe041035",
+             "dg_evtrained": "8fed420599a821c8", "dg_evtrained_s2027": "33095e885d0c7779",
+             "dg_evtrained_s2028": "d672bd2cdba259a8"}
 
 
 def notebook_params(**given):

@@ -262,3 +262,44 @@ def test_cli_compare_pairs_runs_over_seeds_and_refuses_other_ids(tmp_path, capsy
     assert cli.main(["compare", str(tmp_path), "a1", "c1"]) == 1
     assert "different semantic IDs" in capsys.readouterr().err
     assert cli.main(["compare", str(tmp_path), "a1", "missing"]) == 1
+
+
+@pytest.mark.parametrize("eval_ids", ["trained", "refreshed"])
+def test_eval_ids_trained_reads_the_table_the_recommender_trained_on(tmp_path, monkeypatch, eval_ids):
+    """eval_ids="trained": validation after epoch e and the final test read the table epoch e trained on (labels
+    "deterministic"), not the tokenizer's IDs after the epoch; "refreshed" (the default) reads the new IDs."""
+    from diger_lib import training as T
+
+    trainer = build("diger", tmp_path, epochs=3, decay="frqud", train=dict(tokenizer_lr=3e-2),
+                    joint=dict(labels="deterministic", eval_ids=eval_ids))
+    seen, starts = [], []
+    real_eval, real_epoch = T.evaluate, trainer.train_epoch
+
+    def spy_eval(model, samples, item_ids, *a, **kw):
+        seen.append(item_ids.clone())
+        return real_eval(model, samples, item_ids, *a, **kw)
+
+    def spy_epoch(epoch):
+        starts.append(trainer.joint.table.clone())  # the table this epoch's labels come from
+        return real_epoch(epoch)
+
+    monkeypatch.setattr(T, "evaluate", spy_eval)
+    monkeypatch.setattr(trainer, "train_epoch", spy_epoch)
+    result = trainer.fit()
+    assert len(seen) == 1 + 3 + 1 and len(starts) == 3  # epoch 0, epochs 1-3, test
+    refreshed_after = [trainer.state["history"][e] for e in (1, 2, 3)]
+    assert any(r["drift_inc"] > 0 for r in refreshed_after)  # the tokenizer moved: the two readings differ
+    for e in (1, 2, 3):
+        same = torch.equal(seen[e], starts[e - 1])
+        assert same if eval_ids == "trained" else (same == (refreshed_after[e - 1]["drift_inc"] == 0))
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert torch.equal(seen[-1], best["ids"]) and np.array_equal(result.item_ids, best["ids"].numpy())
+    if eval_ids == "trained" and result.best_epoch > 0:
+        assert torch.equal(seen[-1], starts[result.best_epoch - 1])
+
+
+def test_eval_ids_trained_needs_deterministic_labels():
+    with pytest.raises(ConfigError, match="eval_ids='trained' needs labels='deterministic'"):
+        JointConfig(labels="sampled", eval_ids="trained")
+    with pytest.raises(ConfigError, match="eval_ids"):
+        JointConfig(labels="deterministic", eval_ids="new")
