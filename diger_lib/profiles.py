@@ -128,9 +128,14 @@ def _diagnosis() -> list[Step]:
         ("dg_evtrained", dict(dg, frqud_mode="per_item", eval_ids="trained")),
         ("dg_evtrained_s2027", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2027)),
         ("dg_evtrained_s2028", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2028)),
-        ("dg_base", dict(dg)),
+        # session 6 (tokenizer B): the control (tokenizer frozen), the authors' configuration with its cosine Two-Stage,
+        # then the rest of the single-switch rows
         ("dg_tok_lr0", dict(dg, tokenizer_lr=0.0)),
+        ("dg_authors", dict(t, **_AUTHORS)),
+        ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
+        ("dg_cosine", dict(dg, **_COSINE)),
         ("dg_sdud_lambda2", dict(dg, decay="sdud", sdud_lambda=2.0)),
+        ("dg_base", dict(dg)),
         ("dg_tok_lr1e-5", dict(dg, tokenizer_lr=1e-5)),
         ("dg_sampled_labels", dict(dg, labels="sampled")),
         # the budget-matched warm start (three half-size runs)
@@ -138,9 +143,6 @@ def _diagnosis() -> list[Step]:
         ("ws_ts_plus1", dict(t, method="two_stage", init_from="04_train_recommender__ws_ts_pass1", **one_pass)),
         ("ws_dg_plus1", dict(dg, proj_init="zero", init_from="04_train_recommender__ws_ts_pass1", **one_pass)),
         ("dg_zero_w", dict(dg, proj_init="zero")),
-        ("dg_authors", dict(t, **_AUTHORS)),
-        ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
-        ("dg_cosine", dict(dg, **_COSINE)),
         ("dg_codebooks_lr1e-5", dict(dg, tokenizer_train="codebooks", tokenizer_lr=1e-5)),
         ("dg_last_layer_lr1e-5", dict(dg, tokenizer_train="last_layer", tokenizer_lr=1e-5)),
         # twice the budget with the cosine schedule: does DIGER recoup the cost of its ID refreshes once drift decays?
