@@ -114,22 +114,21 @@ def _diagnosis() -> list[Step]:
     t, dg = dict(d, **_DIAG_TRAIN), dict(d, **_DIAG_TRAIN, **_DIAG_DIGER)
     one_pass = dict(epochs=2, patience=2)  # warm start: 2 x 65,536 samples ~ one pass each
     rows = [
-        # session 5: the tokenizer is rebuilt (reproducibly now), so the verdict rows come first: FrqUD per item, the
-        # best learning-tokenizer row of sessions 2-4 (papermill_runs/diagnosis_tokA), against Two-Stage over 3 seeds
+        # session 6, a new machine (Intel Xeon; sessions 2-5 ran on AMD EPYC): notebook 03 gives another tokenizer
+        # ("C"; RQ-VAE pretraining is deterministic per machine, not across CPU types), so the verdict rows run again:
+        # Two-Stage and DIGER FrqUD per item with eval_ids="trained" (validation and test read the table the
+        # recommender trained on) side by side, seed for seed, then the control and the session-5 rows
         ("ts_s2026", dict(t, method="two_stage")),
-        ("dg_frqud_per_item", dict(dg, frqud_mode="per_item")),
-        ("ts_s2027", dict(t, method="two_stage", seed=2027)),
-        ("dg_frqud_per_item_s2027", dict(dg, frqud_mode="per_item", seed=2027)),
-        ("ts_s2028", dict(t, method="two_stage", seed=2028)),
-        ("dg_frqud_per_item_s2028", dict(dg, frqud_mode="per_item", seed=2028)),
-        ("ste", dict(t, method="ste")),  # naive joint training: the paper has it far below Two-Stage
-        # session 5: validation and test read the table the recommender trained on, not the IDs refreshed after the
-        # epoch (which it never saw): the same training as dg_frqud_per_item*, seed for seed, evaluated otherwise
         ("dg_evtrained", dict(dg, frqud_mode="per_item", eval_ids="trained")),
+        ("ts_s2027", dict(t, method="two_stage", seed=2027)),
         ("dg_evtrained_s2027", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2027)),
+        ("ts_s2028", dict(t, method="two_stage", seed=2028)),
         ("dg_evtrained_s2028", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2028)),
-        # session 6 (tokenizer B): the control (tokenizer frozen), the authors' configuration with its cosine Two-Stage,
-        # then the rest of the single-switch rows
+        ("dg_frqud_per_item", dict(dg, frqud_mode="per_item")),
+        ("ste", dict(t, method="ste")),  # naive joint training: the paper has it far below Two-Stage
+        ("dg_frqud_per_item_s2027", dict(dg, frqud_mode="per_item", seed=2027)),
+        ("dg_frqud_per_item_s2028", dict(dg, frqud_mode="per_item", seed=2028)),
+        # then the control (tokenizer frozen), the authors' configuration with its cosine Two-Stage, and the rest
         ("dg_tok_lr0", dict(dg, tokenizer_lr=0.0)),
         ("dg_authors", dict(t, **_AUTHORS)),
         ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
