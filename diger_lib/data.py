@@ -6,7 +6,6 @@ sample (history = the previous at most ``max_history`` items, target = the next 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+
+from .outputs import sha256_file  # noqa: F401 (data.sha256_file: the SHA-256 of a data file)
 
 CHECKSUMS = Path(__file__).parent / "resources" / "SHA256SUMS"
 SHIPPED = ("Beauty", "Instruments", "Yelp")
@@ -33,14 +34,6 @@ class DataError(RuntimeError):
 # ----------------------------------------------------------------------------------------------
 # Setup: link/copy the shared data into data/ and verify SHA-256
 # ----------------------------------------------------------------------------------------------
-def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def expected_checksums(checksums: Path = CHECKSUMS) -> dict[str, str]:
     """Relative path ('Beauty/Beauty.inter.json') -> SHA-256, from the list kept in the project."""
     out = {}

@@ -22,6 +22,7 @@ from .config import (AssignConfig, ConfigError, DataConfig, EvalIDs, IDSource, J
                      NOT_FINGERPRINTED, RecommenderConfig, RQVAEConfig, TrainConfig, UniGRecConfig, UniGRecPart,
                      UniGRecVariant, _enum, from_flat, to_dict)
 from .data import Split, dataset_dir, load_index_codes, make_ids_unique, sha256_file
+from .outputs import ids_file
 from .joint import JointTokenizer, assign_config_for
 from .paths import dataset_artifacts, rqvae_dir
 from .records import write_json
@@ -227,10 +228,8 @@ def tokenizer_digest(spec: RunSpec, artifacts_dir: Path | str) -> str:
     (same items, same IDs at the start) only when their digests agree; notebook 03 prints the same digest."""
     if spec.train.method is Method.MOST_POPULAR:
         return ""
-    if spec.ids is IDSource.LETTER:
-        path = dataset_dir(spec.data.data_root, spec.data.dataset) / f"{spec.data.dataset}.index.json"
-    else:
-        path = rqvae_dir(artifacts_dir, spec.data.dataset, spec.codebook_size, spec.n_levels) / "codes.npy"
+    path = ids_file(artifacts_dir, spec.data.data_root, spec.data.dataset, ids=spec.ids.value, K=spec.codebook_size,
+                    m=spec.n_levels)  # the file the runner's --skip-finished checks too (outputs.stale_reason)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run's semantic IDs come from it (notebook 03 writes codes.npy)")
     return sha256_file(path)

@@ -17,7 +17,6 @@ import argparse
 import ast
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -29,7 +28,9 @@ from typing import Any, Callable
 
 from .config import ConfigError, reject_unknown
 from .lock import LockHeld, profile_lock
-from .paths import ROOT, relative, relative_text
+from .outputs import stale_reason
+from .provenance import git_commit, hardware, versions
+from .paths import ROOT, artifacts_dir, relative, relative_text
 from .profiles import PROFILES, ProfileFileError, Step, load_profile_file, steps_for
 from .schedule import PARALLEL_STEMS, SchedulingError, dependencies, label_of, run_parallel  # noqa: F401 (re-exported)
 
@@ -130,47 +131,6 @@ def apply_overrides(steps: list[Step], sets: list[str]) -> list[Step]:
         for stem, declared, params in _declaring(steps, key, "--set"):
             params[key] = convert(value, declared[key]["inferred_type_name"], key, f"notebook {stem}")
     return steps
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        # "-dirty" means code or configuration differ from the commit; the results this batch is rewriting
-        # (papermill_runs/, figures/) do not count, or every step after the first would say dirty.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)papermill_runs", ":(exclude)figures"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return sha.stdout.strip() + ("-dirty" if dirty else "")
-    except Exception:
-        return "unknown"
-
-
-def hardware() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "numpy", "pandas", "papermill", "sentence-transformers"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def _plain(obj: Any) -> Any:
@@ -375,17 +335,36 @@ def _command(argv: list[str]) -> str:
     return "python -m diger_lib.runner " + " ".join(shlex.quote(rel(t)) for t in argv)
 
 
+def needs_run(profile: str, stem: str, variant: str, params: dict[str, Any]) -> str | None:
+    """``--skip-finished``: None if the finished run has exactly this configuration and the artifacts it made are
+    still in place (outputs.stale_reason: a new machine has none, or another tokenizer), else why it runs."""
+    final, _, config_view = plan_step(profile, stem, variant, params)
+    old = finished_config(final, stem)
+    if old is None:
+        return "not finished"
+    if old != config_view:
+        return config_changes(old, config_view)
+    try:
+        metrics = json.loads((final / "metrics.json").read_text())
+    except (OSError, ValueError):
+        metrics = None
+    art = artifacts_dir(str(config_view.get("artifacts_dir", "")), str(config_view.get("profile") or profile))
+    return stale_reason(stem, config_view, metrics, art)
+
+
+def _skips(profile: str, stem: str, variant: str, params: dict[str, Any]) -> bool:
+    reason = needs_run(profile, stem, variant, params)
+    when = time.strftime('%H:%M:%S')
+    if reason is None:
+        print(f"[{when}] {profile}: skipping {label_of(stem, variant)} (finished, same configuration, artifacts in place)")
+    elif reason not in ("not finished",) and not reason.startswith("configuration differs"):
+        print(f"[{when}] {profile}: {label_of(stem, variant)} runs again: {reason}", flush=True)
+    return reason is None
+
+
 def unfinished(profile: str, steps: list[Step]) -> list[Step]:
-    """The steps whose finished run is missing or has another configuration (``--skip-finished``)."""
-    out = []
-    for stem, variant, params in steps:
-        final, _, config_view = plan_step(profile, stem, variant, params)
-        if finished_config(final, stem) == config_view:
-            print(f"[{time.strftime('%H:%M:%S')}] {profile}: skipping {label_of(stem, variant)} (finished, same "
-                  f"configuration)")
-        else:
-            out.append((stem, variant, params))
-    return out
+    """The steps ``--skip-finished`` runs (``needs_run``)."""
+    return [(stem, variant, params) for stem, variant, params in steps if not _skips(profile, stem, variant, params)]
 
 
 def run_profile_parallel(profile: str, steps: list[Step], args: argparse.Namespace, command: str) -> int:
@@ -438,11 +417,8 @@ def run_profile_parallel(profile: str, steps: list[Step], args: argparse.Namespa
 def run_profile(profile: str, steps: list[Step], *, skip_finished: bool, command: str) -> int:
     for stem, variant, params in steps:
         label = label_of(stem, variant)
-        if skip_finished:
-            final, _, config_view = plan_step(profile, stem, variant, params)
-            if finished_config(final, stem) == config_view:
-                print(f"[{time.strftime('%H:%M:%S')}] {profile}: skipping {label} (finished, same configuration)")
-                continue
+        if skip_finished and _skips(profile, stem, variant, params):  # checked when the step's turn comes
+            continue
         print(f"[{time.strftime('%H:%M:%S')}] {profile}: {label} ...", flush=True)
         try:
             out = run_step(profile, stem, variant, params, command=command)

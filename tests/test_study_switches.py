@@ -251,16 +251,17 @@ def test_cli_compare_pairs_runs_over_seeds_and_refuses_other_ids(tmp_path, capsy
     from diger_lib.records import write_json, write_ranks
 
     rng = np.random.default_rng(2)
-    for name, digest in (("a1", "x"), ("a2", "x"), ("b1", "x"), ("c1", "y")):
+    for name, digest in (("a1", "x"), ("a2", "x"), ("b1", "x"), ("c1", "y"), ("d1", None)):
         d = tmp_path / f"04_train_recommender__{name}"
         d.mkdir()
-        write_json(d / "metrics.json", {"tokenizer_codes_sha256": digest})
+        write_json(d / "metrics.json", {"tokenizer_codes_sha256": digest} if digest else {})
         write_ranks(d / "test_ranks.txt.gz", rng.integers(-1, 10, size=200))
     assert cli.main(["compare", str(tmp_path), "a1,a2", "b1", "--n-boot", "200"]) == 0
     out = capsys.readouterr().out
     assert "A = a1, a2" in out and "R@10: A " in out and "N@10: A " in out and "test users 200" in out
     assert cli.main(["compare", str(tmp_path), "a1", "c1"]) == 1
-    assert "different semantic IDs" in capsys.readouterr().err
+    assert "different or unrecorded semantic IDs" in capsys.readouterr().err
+    assert cli.main(["compare", str(tmp_path), "a1", "d1"]) == 1  # d1 recorded no IDs: not shown to be paired
     assert cli.main(["compare", str(tmp_path), "a1", "missing"]) == 1
 
 

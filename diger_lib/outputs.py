@@ -1,0 +1,67 @@
+"""What a finished run left outside git, and whether it is still there.
+
+A finished run's folder under ``papermill_runs/`` is committed, but the artifacts it made are not (embeddings,
+tokenizers, checkpoints live under ``$DIGER_ARTIFACTS``). On a new machine, or after the artifacts were deleted,
+a run can be "finished" in git while the files the next notebooks read are gone, or are rebuilt differently: RQ-VAE
+pretraining is deterministic on one machine, not across CPU types (README, reproduction notes), so notebook 03 can
+give other semantic IDs. ``stale_reason`` says why such a run must run again; the runner's ``--skip-finished`` asks
+it, so a batch never pairs runs made on different IDs.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping
+
+ENCODE, PRETRAIN, TRAIN = "02_encode_item_text", "03_pretrain_rqvae", "04_train_recommender"
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ids_file(artifacts_dir: Path | str, data_root: Path | str, dataset: str, *, ids: str = "ours",
+             K: int = 256, m: int = 3) -> Path:
+    """The file that fixes a notebook-04 run's semantic IDs: notebook 03's ``codes.npy`` (``ids="ours"``) or
+    LETTER's ``<dataset>.index.json`` (``ids="letter"``)."""
+    if ids == "letter":
+        return Path(data_root) / dataset / f"{dataset}.index.json"
+    return Path(artifacts_dir) / dataset / f"rqvae_K{K}_m{m}" / "codes.npy"
+
+
+def stale_reason(stem: str, params: Mapping[str, Any], finished: Mapping[str, Any] | None,
+                 artifacts_dir: Path | str) -> str | None:
+    """Why a run whose configuration is unchanged must still run again, or None if its outputs are in place.
+
+    ``params``: the run's resolved parameters; ``finished``: its committed ``metrics.json`` (None if unreadable);
+    ``artifacts_dir``: the resolved artifacts folder. Notebook 02 needs ``item_emb.npy``; notebook 03 its
+    ``rqvae.pt`` and ``codes.npy`` (with the digest it recorded); a notebook-04 training, the tokenizer whose
+    ``codes.npy`` digest it recorded (``tokenizer_codes_sha256``). Other notebooks read only committed runs."""
+    art, ds = Path(artifacts_dir), str(params.get("dataset", ""))
+    if stem == ENCODE:
+        emb = art / ds / "item_emb.npy"
+        return None if emb.is_file() else f"its embeddings {emb} are not in the artifacts"
+    K, m = int(params.get("codebook_size", 256)), int(params.get("n_levels", 3))
+    if stem == PRETRAIN:
+        codes = ids_file(art, "", ds, K=K, m=m)
+        missing = [p.name for p in (codes.with_name("rqvae.pt"), codes) if not p.is_file()]
+        if missing:
+            return f"its tokenizer ({', '.join(missing)} in {codes.parent}) is not in the artifacts"
+        recorded = (finished or {}).get("codes_sha256")
+        if recorded and recorded != sha256_file(codes):
+            return f"the artifacts hold another tokenizer (codes.npy {sha256_file(codes)[:12]}, run {recorded[:12]})"
+        return None
+    if stem != TRAIN or params.get("method") == "most_popular":
+        return None
+    codes = ids_file(art, params.get("data_root", "data"), ds, ids=str(params.get("ids", "ours")), K=K, m=m)
+    if not codes.is_file():
+        return f"its semantic IDs ({codes}) are not in the artifacts"
+    recorded, now = (finished or {}).get("tokenizer_codes_sha256"), sha256_file(codes)
+    if recorded != now:
+        return (f"it was trained on other semantic IDs (tokenizer_codes_sha256 {str(recorded)[:12]}, the artifacts "
+                f"now hold {now[:12]})")
+    return None

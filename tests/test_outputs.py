@@ -1,0 +1,73 @@
+"""--skip-finished on a new machine: a run finished in git whose artifacts are gone, or were rebuilt into other semantic
+IDs, runs again (outputs.stale_reason, runner.needs_run); a run whose artifacts are in place is skipped."""
+import json
+
+import numpy as np
+
+from diger_lib import outputs as O, runner
+from diger_lib.pipeline import RunSpec, tokenizer_digest
+
+T04 = dict(dataset="Beauty", method="two_stage", ids="ours", codebook_size=256, n_levels=3, data_root="data")
+
+
+def _tokenizer(art, codes=(1, 2, 3)):
+    d = art / "Beauty" / "rqvae_K256_m3"
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "codes.npy", np.array([codes]))
+    (d / "rqvae.pt").write_bytes(b"weights")
+    return O.sha256_file(d / "codes.npy")
+
+
+def test_encode_needs_its_embeddings(tmp_path):
+    params = dict(dataset="Beauty")
+    assert "item_emb.npy" in O.stale_reason(O.ENCODE, params, {}, tmp_path)
+    (tmp_path / "Beauty").mkdir()
+    np.save(tmp_path / "Beauty" / "item_emb.npy", np.zeros((2, 3)))
+    assert O.stale_reason(O.ENCODE, params, {}, tmp_path) is None
+
+
+def test_pretrain_needs_its_tokenizer_and_the_codes_it_recorded(tmp_path):
+    params = dict(dataset="Beauty", codebook_size=256, n_levels=3)
+    assert "rqvae.pt, codes.npy" in O.stale_reason(O.PRETRAIN, params, {}, tmp_path)
+    digest = _tokenizer(tmp_path)
+    assert O.stale_reason(O.PRETRAIN, params, {"codes_sha256": digest}, tmp_path) is None
+    assert O.stale_reason(O.PRETRAIN, params, {}, tmp_path) is None  # a run from before digests were recorded
+    assert "another tokenizer" in O.stale_reason(O.PRETRAIN, params, {"codes_sha256": "0" * 64}, tmp_path)
+
+
+def test_training_pairs_only_with_the_ids_it_recorded(tmp_path):
+    assert "not in the artifacts" in O.stale_reason(O.TRAIN, T04, {}, tmp_path)
+    digest = _tokenizer(tmp_path)
+    assert O.stale_reason(O.TRAIN, T04, {"tokenizer_codes_sha256": digest}, tmp_path) is None
+    other = O.stale_reason(O.TRAIN, T04, {"tokenizer_codes_sha256": "ab" * 32}, tmp_path)
+    assert "other semantic IDs" in other and digest[:12] in other
+    assert "other semantic IDs" in O.stale_reason(O.TRAIN, T04, {}, tmp_path)  # unrecorded IDs are not paired
+    assert O.stale_reason(O.TRAIN, dict(T04, method="most_popular"), {}, tmp_path) is None
+    assert O.stale_reason("06_results_tables", {}, {}, tmp_path) is None
+
+
+def test_the_notebook_records_the_digest_the_runner_checks(tmp_path):
+    digest = _tokenizer(tmp_path)
+    assert tokenizer_digest(RunSpec.from_params(T04), tmp_path) == digest
+    letter = O.ids_file(tmp_path, "data", "Beauty", ids="letter")
+    assert tokenizer_digest(RunSpec.from_params(dict(T04, ids="letter")), tmp_path) == O.sha256_file(letter)
+
+
+def test_skip_finished_reruns_a_run_made_on_other_ids(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+    monkeypatch.setenv("DIGER_ARTIFACTS", str(tmp_path / "store"))
+    step = ("04_train_recommender", "ts", dict(T04))
+    final, _, config_view = runner.plan_step("p", *step)
+    assert runner.needs_run("p", *step) == "not finished"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text(json.dumps(config_view))
+    (final / "manifest.json").write_text("{}")
+    digest = _tokenizer(tmp_path / "store" / "p")
+    (final / "metrics.json").write_text(json.dumps({"tokenizer_codes_sha256": digest}))
+    assert runner.needs_run("p", *step) is None
+    assert runner.unfinished("p", [step]) == []
+    _tokenizer(tmp_path / "store" / "p", codes=(3, 2, 1))  # notebook 03 rebuilt on another machine
+    assert "other semantic IDs" in runner.needs_run("p", *step)
+    assert runner.unfinished("p", [step]) == [step]
+    changed = ("04_train_recommender", "ts", dict(T04, seed=7))
+    assert runner.needs_run("p", *changed).startswith("configuration differs in seed")
