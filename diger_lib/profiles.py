@@ -124,15 +124,16 @@ def _diagnosis() -> list[Step]:
         ("dg_evtrained_s2027", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2027)),
         ("ts_s2028", dict(t, method="two_stage", seed=2028)),
         ("dg_evtrained_s2028", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2028)),
-        ("dg_frqud_per_item", dict(dg, frqud_mode="per_item")),
+        # then the control (tokenizer frozen), STE, the cosine schedule for both sides, and the rest
+        ("dg_tok_lr0", dict(dg, tokenizer_lr=0.0)),
         ("ste", dict(t, method="ste")),  # naive joint training: the paper has it far below Two-Stage
+        ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
+        ("dg_evtrained_cosine", dict(dg, frqud_mode="per_item", eval_ids="trained", **_COSINE)),
+        ("dg_frqud_per_item", dict(dg, frqud_mode="per_item")),  # dg_evtrained's training, evaluated on refreshed IDs
+        ("dg_authors", dict(t, **_AUTHORS)),
+        ("dg_cosine", dict(dg, **_COSINE)),
         ("dg_frqud_per_item_s2027", dict(dg, frqud_mode="per_item", seed=2027)),
         ("dg_frqud_per_item_s2028", dict(dg, frqud_mode="per_item", seed=2028)),
-        # then the control (tokenizer frozen), the authors' configuration with its cosine Two-Stage, and the rest
-        ("dg_tok_lr0", dict(dg, tokenizer_lr=0.0)),
-        ("dg_authors", dict(t, **_AUTHORS)),
-        ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
-        ("dg_cosine", dict(dg, **_COSINE)),
         ("dg_sdud_lambda2", dict(dg, decay="sdud", sdud_lambda=2.0)),
         ("dg_base", dict(dg)),
         ("dg_tok_lr1e-5", dict(dg, tokenizer_lr=1e-5)),
