@@ -73,3 +73,12 @@ def test_clone_elsewhere_reruns_committed_finished_runs(tmp_path):
     skipped = _run(b, "--skip-finished")
     assert skipped.returncode == 0, skipped.stdout[-2000:] + skipped.stderr[-2000:]
     assert skipped.stdout.count("skipping") == 3
+    # A new machine: the runs are in git, the artifacts are not. --skip-finished must rebuild what the next notebooks
+    # read (embeddings, tokenizer) instead of skipping to a training that would find no tokenizer.
+    shutil.rmtree(b / "artifacts")
+    rebuilt = _run(b, "--skip-finished")
+    assert rebuilt.returncode == 0, rebuilt.stdout[-2000:] + rebuilt.stderr[-2000:]
+    assert rebuilt.stdout.count("skipping") == 1 and "skipping 01_prepare_data" in rebuilt.stdout
+    assert "02_encode_item_text runs again: its embeddings" in rebuilt.stdout
+    assert "03_pretrain_rqvae runs again: its tokenizer" in rebuilt.stdout
+    assert (b / "artifacts" / "clonecheck").is_dir()
