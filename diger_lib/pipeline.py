@@ -29,7 +29,7 @@ from .config import (AssignConfig, ConfigError, DataConfig, EvalIDs, IDSource, J
 from .data import Split, dataset_dir, load_index_codes, make_ids_unique, sha256_file
 from .joint import JointTokenizer, assign_config_for
 from .parallel import DataParallelTrainer, Group, check_batch_size
-from .paths import dataset_artifacts, rqvae_dir
+from .paths import dataset_artifacts, display_path, rqvae_dir
 from .records import write_json
 from .rqvae import RQVAE
 from .runtime import resolve_device, seed_everything
@@ -315,6 +315,7 @@ def train(spec: RunSpec, split: Split, artifacts_dir: Path | str, run_name: str,
         raise ValueError(f"n_procs={n_procs} must be >= 1")
     if n_procs == 1:
         trainer = build_trainer(spec, split, artifacts_dir, run_name, log=log)
+        log(f"checkpoints: {display_path(trainer.ckpt_dir)}")  # <artifacts>/<dataset>/runs/<run>/<fingerprint>
         return trainer, trainer.fit(resume=resume)
     check_batch_size(spec.train.batch_size, n_procs)
     if spec.uses_soft_ids:
