@@ -329,7 +329,8 @@ def train(spec: RunSpec, split: Split, artifacts_dir: Path | str, run_name: str,
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_procs)))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_procs}",
                "-m", "diger_lib.distributed", "--params", str(pfile), "--result", str(rfile)]
-        log("launching: " + " ".join(cmd[1:]))
+        log(f"launching: torchrun --standalone --nproc_per_node={n_procs} -m diger_lib.distributed (OMP_NUM_THREADS="
+            f"{env['OMP_NUM_THREADS']}; its parameters and result pass through a temporary folder)")
         with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
             for line in proc.stdout:
                 log(line.rstrip())

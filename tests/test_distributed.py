@@ -78,3 +78,40 @@ def test_rows_cover_the_batch_once():
         for world in (1, 2, 3):
             rows = [parallel.Group(r, world, r, "gloo").rows(n) for r in range(world)]
             assert [i for s in rows for i in range(n)[s]] == list(range(n))
+
+
+def test_notebook_path_launches_torchrun_and_reads_the_result_back(tmp_path, monkeypatch):
+    """pipeline.train with n_procs=2 (what notebook 04 calls) gives the 1-process result and a usable trainer."""
+    import numpy as np
+
+    from diger_lib import data as D, pipeline
+    from diger_lib.config import RQVAEConfig
+    from diger_lib.paths import rqvae_dir
+    from diger_lib.rqvae import RQVAE, add_conflict_codes
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", str(HERE.parent))
+    params = dict(dataset="Tiny", data_root=str(HERE / "fixtures"), method="two_stage", d_model=16, n_heads=2, d_kv=8,
+                  d_ff=32, n_encoder_layers=1, n_decoder_layers=1, dropout=0.0, codebook_size=8, n_levels=2, epochs=1,
+                  batch_size=64, micro_batch_size=16, beam_size=10, topk=10, profile="ddp_test")
+    split = D.split_leave_one_out(D.load_interactions(params["data_root"], "Tiny"), 20)
+    art = tmp_path / "artifacts"
+    rq = RQVAE(12, RQVAEConfig(codebook_size=8, n_levels=2, code_dim=4, hidden_dims=(16,)))
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(split.n_items, 12)).astype("float32"))
+    rq.kmeans_init_(x, iters=3, seed=0)
+    folder = rqvae_dir(art, "Tiny", 8, 2)
+    folder.mkdir(parents=True)
+    pipeline.save_tokenizer(rq, RQVAEConfig(codebook_size=8, n_levels=2, code_dim=4, hidden_dims=(16,)),
+                            folder / "rqvae.pt")
+    np.save(folder / "codes.npy", add_conflict_codes(rq.deterministic_codes(x), 8).numpy())
+    spec = pipeline.RunSpec.from_params(params)
+    lines: list[str] = []
+    trainer, res = pipeline.train(spec, split, art, "two", params=params, n_procs=2, log=lines.append)
+    assert lines[0].startswith("launching: torchrun") and "diger_ddp_" not in lines[0]  # no temporary path recorded
+    one_trainer, one = pipeline.train(spec, split, art, "one", params=params, n_procs=1, log=lambda s: None)
+    assert res.test == pytest.approx(one.test, abs=1e-9) and res.best_epoch == one.best_epoch == 1
+    assert trainer.state["epoch"] == 1 and (trainer.ckpt_dir / "best.pt").is_file()
+    for name, t in one_trainer.model.state_dict().items():  # the rebuilt trainer holds the job's best weights
+        torch.testing.assert_close(trainer.model.state_dict()[name], t, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="not divisible by the 3 processes"):
+        pipeline.train(spec, split, art, "three", params=params, n_procs=3)
