@@ -1,7 +1,8 @@
 """Notebook 04's training as a data-parallel job: ``torchrun --nproc_per_node=N -m diger_lib.distributed --params FILE``.
 
 ``FILE`` is a JSON object of notebook 04's parameters (the same names and values as its parameters cell; names left
-out keep the library defaults, which are the notebook's). Every rank builds the run with ``pipeline.build_trainer``,
+out keep the library defaults, which are the notebook's), plus optionally ``run_name`` (the checkpoint folder's run
+name; default: from ``out_dir``, as the notebook derives it) and ``progress`` (progress bars on rank 0). Every rank builds the run with ``pipeline.build_trainer``,
 exactly as the notebook does, and trains its share of each global batch (``parallel.py``); rank 0 prints, writes the
 checkpoints and, with ``--result``, the ``TrainResult`` the notebook reads back (``pipeline.train`` with
 ``n_procs > 1`` launches this module). Launched without torchrun it trains in this one process. Backend: gloo on CPU,

@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from . import metrics as M
 from .checkpoint import atomic_torch_save
+from .data import Samples
 from .evaluation import eval_users, top_items
 from .runtime import resolve_device, rng_state, set_rng_state
 from .training import StepLoss, Trainer, gen_backward
@@ -167,7 +168,8 @@ class DataParallelTrainer(Trainer):
         return params
 
     # -- evaluation, sharded ----------------------------------------------------------------------------------
-    def _evaluate(self, samples, ids, table, *, max_users: int = 0, ranks: list | None = None) -> dict[str, float]:
+    def _evaluate(self, samples: Samples, ids: torch.Tensor, table: torch.Tensor | None, *, max_users: int = 0,
+                  ranks: list | None = None) -> dict[str, float]:
         """``evaluate`` with the users dealt out in the chunks ``decoding.recommend`` would form in one process."""
         users = eval_users(len(samples), max_users)
         order = np.argsort(-samples.length[users], kind="stable")  # recommend's order: longest history first
