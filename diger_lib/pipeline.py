@@ -9,7 +9,12 @@ Two-Stage) and returns a ready ``Trainer``; ``make_trainer`` does the same from 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -24,12 +29,13 @@ from .config import (AssignConfig, ConfigError, DataConfig, EvalIDs, IDSource, J
 from .data import Split, dataset_dir, load_index_codes, make_ids_unique, sha256_file
 from .outputs import ids_file
 from .joint import JointTokenizer, assign_config_for
-from .paths import dataset_artifacts, rqvae_dir
+from .parallel import DataParallelTrainer, Group, check_batch_size
+from .paths import dataset_artifacts, display_path, rqvae_dir
 from .records import write_json
 from .rqvae import RQVAE
 from .runtime import resolve_device, seed_everything
 from .teachers import load_teacher
-from .training import Trainer
+from .training import Trainer, TrainResult
 from .vocab import SIDVocab
 
 LETTER_K = 256  # LETTER's codebooks: codes <a_0> ... <a_255>
@@ -148,12 +154,19 @@ def make_trainer(spec: RunSpec, split: Split, *, ckpt_dir: Path | str, item_ids:
                  K: int | None = None, tokenizer: RQVAE | None = None, item_emb: torch.Tensor | None = None,
                  run_config: dict[str, Any] | None = None, init_state: dict[str, torch.Tensor] | None = None,
                  teacher: torch.Tensor | None = None, stage1_dir: Path | str | None = None,
-                 **trainer_kw: Any) -> Trainer:
+                 data_parallel: Group | None = None, **trainer_kw: Any) -> Trainer:
     """A Trainer for ``spec``: Two-Stage (and UniGRec's M0, TIGER) reads the frozen ``item_ids`` (codes in [0, K));
     STE, DIGER and UniGRec tokenise ``item_emb`` with ``tokenizer`` at every step (UniGRec after its stage 1, cached
     in ``stage1_dir`` if given; its distillation reads ``teacher`` [n_items, d]). ``run_config`` defaults to
-    ``spec.run_config()``."""
+    ``spec.run_config()``. ``data_parallel`` (``parallel.init()`` under torchrun) makes this process one rank of a
+    data-parallel job."""
     run_config = spec.run_config() if run_config is None else run_config
+    trainer_cls: Any = Trainer
+    if data_parallel is not None:
+        if spec.uses_soft_ids:  # M0 (TIGER) trains as Two-Stage and is split like it
+            raise ValueError("method=unigrec (M1-M6): data-parallel training is not implemented (its soft identifiers "
+                             "and distillation losses are not split across ranks); run it in one process (n_procs=1)")
+        trainer_cls = partial(DataParallelTrainer, group=data_parallel)
     if spec.uses_soft_ids:
         return _unigrec_trainer(spec, split, tokenizer, item_emb, teacher, stage1_dir, ckpt_dir=ckpt_dir,
                                 run_config=run_config, init_state=init_state, **trainer_kw)
@@ -163,13 +176,13 @@ def make_trainer(spec: RunSpec, split: Split, *, ckpt_dir: Path | str, item_ids:
         seed_everything(spec.train.seed)  # the projection W is initialised here
         joint = JointTokenizer(tokenizer, spec.assign, item_emb.to(resolve_device(spec.train.device)),
                                spec.model.d_model, seed=spec.train.seed, joint=spec.joint)
-        return Trainer(split, spec.train, spec.model, joint.vocab, joint=joint, ckpt_dir=ckpt_dir,
-                       run_config=run_config, init_state=init_state, **trainer_kw)
+        return trainer_cls(split, spec.train, spec.model, joint.vocab, joint=joint, ckpt_dir=ckpt_dir,
+                           run_config=run_config, init_state=init_state, **trainer_kw)
     if item_ids is None:
         raise ValueError("method=two_stage needs item_ids")
     vocab = SIDVocab(item_ids.shape[1], K or spec.codebook_size)
-    return Trainer(split, spec.train, spec.model, vocab, item_ids=item_ids, ckpt_dir=ckpt_dir, run_config=run_config,
-                   init_state=init_state, **trainer_kw)
+    return trainer_cls(split, spec.train, spec.model, vocab, item_ids=item_ids, ckpt_dir=ckpt_dir,
+                       run_config=run_config, init_state=init_state, **trainer_kw)
 
 
 def _unigrec_trainer(spec: RunSpec, split: Split, tokenizer: RQVAE | None, item_emb: torch.Tensor | None,
@@ -282,3 +295,48 @@ def recommend_for(trainer: Trainer, item_ids: np.ndarray | torch.Tensor, samples
     ids = torch.as_tensor(np.asarray(item_ids)).long().to(trainer.device)
     table = trainer.joint.token_table(trainer.model.embed_weight()) if trainer.joint is not None else None
     return top_items(trainer.model, samples, np.asarray(idx), ids, trainer.vocab, trainer.cfg, token_table=table).numpy()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Notebook 04's training call: in this process, or data-parallel through torchrun
+# ------------------------------------------------------------------------------------------------------------
+def run_name_for(out_dir: str) -> str:
+    """The checkpoint folder's run name of a notebook-04 output folder (the runner's staging suffix dropped)."""
+    return Path(out_dir).name.strip(".").replace(".partial", "")
+
+
+def train(spec: RunSpec, split: Split, artifacts_dir: Path | str, run_name: str, *, params: Mapping[str, Any],
+          resume: bool = True, n_procs: int = 1, log: Callable[[str], None] = print) -> tuple[Trainer, Any]:
+    """Build and fit the run: ``(trainer, TrainResult)``. With ``n_procs > 1`` the training runs as ``torchrun
+    --nproc_per_node=n_procs -m diger_lib.distributed`` on notebook 04's ``params`` (the job's output is printed
+    here); the trainer returned is then rebuilt in this process at the job's last checkpoint with its best weights."""
+    if n_procs < 1:
+        raise ValueError(f"n_procs={n_procs} must be >= 1")
+    if n_procs == 1:
+        trainer = build_trainer(spec, split, artifacts_dir, run_name, log=log)
+        log(f"checkpoints: {display_path(trainer.ckpt_dir)}")  # <artifacts>/<dataset>/runs/<run>/<fingerprint>
+        return trainer, trainer.fit(resume=resume)
+    check_batch_size(spec.train.batch_size, n_procs)
+    if spec.uses_soft_ids:
+        raise ValueError("method=unigrec (M1-M6): data-parallel training is not implemented; use n_procs=1")
+    simple = {k: v for k, v in params.items() if not k.startswith("_") and isinstance(v, (str, int, float, bool))}
+    simple.update(artifacts_dir=str(artifacts_dir), run_name=run_name, resume=resume, progress=False)
+    with tempfile.TemporaryDirectory(prefix="diger_ddp_") as tmp:
+        pfile, rfile = Path(tmp) / "params.json", Path(tmp) / "result.pt"
+        pfile.write_text(json.dumps(simple))
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_procs)))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_procs}",
+               "-m", "diger_lib.distributed", "--params", str(pfile), "--result", str(rfile)]
+        log(f"launching: torchrun --standalone --nproc_per_node={n_procs} -m diger_lib.distributed (OMP_NUM_THREADS="
+            f"{env['OMP_NUM_THREADS']}; its parameters and result pass through a temporary folder)")
+        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            for line in proc.stdout:
+                log(line.rstrip())
+        if proc.returncode != 0:
+            raise RuntimeError(f"the {n_procs}-process training failed (exit code {proc.returncode}); its output is above")
+        result = TrainResult(**torch.load(rfile, weights_only=False))
+    trainer = build_trainer(spec, split, artifacts_dir, run_name, log=log)
+    trainer.try_resume()
+    trainer.load_best()
+    return trainer, result

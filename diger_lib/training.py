@@ -23,7 +23,7 @@ from . import metrics as M
 from .checkpoint import atomic_torch_save, fingerprint, load_checkpoint
 from .config import EvalIDs, LRSchedule, RecommenderConfig, TrainConfig
 from .data import Samples, Split, bucket_batches, make_batch
-from .decoding import SIDTrie, recommend
+from .evaluation import evaluate, expand_shared_ids, top_items  # noqa: F401 (their old home)
 from .joint import JointTokenizer, tokenizer_params  # noqa: F401 (tokenizer_params: the old home)
 from .paths import display_path
 from .progress import progress_bar
@@ -53,53 +53,6 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Evaluation
-# ----------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(model: GenRecModel, samples: Samples, item_ids: torch.Tensor, vocab: SIDVocab, cfg: TrainConfig, *,
-             token_table: torch.Tensor | None = None, max_users: int = 0, progress: bool = True,
-             ranks: list | None = None) -> dict[str, float]:
-    """Recall/NDCG@5/10 over the full catalogue: trie-constrained beam search over valid IDs (section 5).
-    ``ranks``, if given, receives each evaluated user's 0-based target rank (-1 = not in the top k)."""
-    idx = np.arange(len(samples))
-    if max_users and max_users < len(idx):  # fixed subsample (same users every epoch)
-        idx = np.random.default_rng(0).choice(idx, size=max_users, replace=False)
-        idx.sort()
-    top = top_items(model, samples, idx, item_ids, vocab, cfg, token_table=token_table, progress=progress)
-    if ranks is not None:
-        ranks.extend(M.target_ranks(top.numpy(), samples.target[idx]).tolist())
-    return M.ranking_metrics(top.numpy(), samples.target[idx], ks=(5, 10))
-
-
-def top_items(model: GenRecModel, samples: Samples, idx: np.ndarray, item_ids: torch.Tensor, vocab: SIDVocab,
-              cfg: TrainConfig, *, token_table: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
-    """The top-``cfg.topk`` items [len(idx), topk] for samples ``idx`` (-1 = fewer valid items than topk)."""
-    item_tokens = vocab.codes_to_tokens(item_ids)
-    batch = make_batch(samples, idx, item_tokens.cpu())
-    dev = next(model.parameters()).device
-    uniq, inverse = torch.unique(item_ids, dim=0, return_inverse=True)
-    shared = len(uniq) < len(item_ids)
-    trie = SIDTrie((uniq if shared else item_ids).to(dev), vocab)
-    top = recommend(model, batch.input_ids.to(dev), batch.attention_mask.to(dev), trie, beam_size=cfg.beam_size,
-                    topk=cfg.topk, batch_size=cfg.eval_batch_size, progress=progress, token_table=token_table).cpu()
-    return expand_shared_ids(top, inverse.cpu(), cfg.topk) if shared else top
-
-
-def expand_shared_ids(top: torch.Tensor, inverse: torch.Tensor, topk: int) -> torch.Tensor:
-    """Map ranked unique IDs [U, k] back to items when several items share an ID (section 3: a retrieval
-    step over items sharing the same SID): each ID contributes all its items, lowest item id first."""
-    order = torch.argsort(inverse, stable=True)
-    counts = torch.bincount(inverse, minlength=int(inverse.max()) + 1)
-    starts = torch.cumsum(counts, 0) - counts
-    members = [order[starts[q]:starts[q] + counts[q]].tolist() for q in range(len(counts))]
-    out = torch.full((len(top), topk), -1, dtype=torch.long)
-    for u, row in enumerate(top.tolist()):
-        items = [i for q in row if q >= 0 for i in members[q]][:topk]
-        out[u, :len(items)] = torch.tensor(items, dtype=torch.long)
-    return out
-
-
 def epoch_batches(samples: Samples, cfg: TrainConfig, epoch: int) -> list[np.ndarray]:
     """This epoch's batches: all training samples, or a fresh seeded subset of ``samples_per_epoch``
     (a shorter 'epoch' so IDs are refreshed, validated and checkpointed more often on a slow machine)."""
@@ -112,7 +65,8 @@ def epoch_batches(samples: Samples, cfg: TrainConfig, epoch: int) -> list[np.nda
 
 def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Tensor, mask: torch.Tensor,
                  labels: torch.Tensor, input_extra: torch.Tensor | None = None,
-                 decoder_extra: torch.Tensor | None = None, sid_loss: torch.Tensor | None = None) -> torch.Tensor:
+                 decoder_extra: torch.Tensor | None = None, sid_loss: torch.Tensor | None = None, *,
+                 n_labels: int | None = None) -> torch.Tensor:
     """Backpropagate L_gen (Eq. 4) of one batch, in micro-batches of ``micro_batch_size`` samples (0 = all).
 
     A speed measure only (activations of ~128 sequences stay in the CPU's cache; 256 do not): each
@@ -120,8 +74,9 @@ def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Ten
     gradient is the full batch's. For joint methods the micro-batches read detached copies of the
     tokenizer's outputs (``input_extra``, ``decoder_extra``); their gradients are gathered there and then
     sent through the tokenizer in one backward pass together with ``sid_loss`` (L_vq + L_recon), so every
-    gradient path of the unsplit step is kept (tests/test_training.py checks equal gradients). Returns L_gen
-    (detached).
+    gradient path of the unsplit step is kept (tests/test_training.py checks equal gradients). ``n_labels`` is
+    the label-token count of the whole step when this batch is one rank's share of it (``parallel.py``; default:
+    this batch's). Returns this batch's share of L_gen (detached).
     """
     B, m = input_ids.shape[0], micro_batch_size or input_ids.shape[0]
 
@@ -129,7 +84,7 @@ def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Ten
         return t.detach().requires_grad_() if t is not None and t.requires_grad else t
 
     leaf_in, leaf_dec = leaf(input_extra), leaf(decoder_extra)
-    n_labels = int((labels != -100).sum())
+    n_labels = int((labels != -100).sum()) if n_labels is None else n_labels
     total = torch.zeros((), device=input_ids.device)
     for s in range(0, B, m):
         sl = slice(s, s + m)
@@ -406,9 +361,20 @@ class Trainer:
         if trained is not None:
             ids = trained
         table = self.joint.token_table(self.model.embed_weight()) if self.joint is not None else None
-        met = evaluate(self.model, self.split.valid, ids, self.vocab, self.cfg, token_table=table,
-                       max_users=self.cfg.max_eval_users, progress=self.progress)
+        met = self._evaluate(self.split.valid, ids, table, max_users=self.cfg.max_eval_users)
         return met, ids, det
+
+    def _evaluate(self, samples: Samples, ids: torch.Tensor, table: torch.Tensor | None, *, max_users: int = 0,
+                  ranks: list | None = None) -> dict[str, float]:
+        return evaluate(self.model, samples, ids, self.vocab, self.cfg, token_table=table, max_users=max_users,
+                        progress=self.progress, ranks=ranks)
+
+    def _save_last(self) -> None:
+        atomic_torch_save(self._payload(), self.ckpt_dir / "last.pt")
+
+    def _past_budget(self, budget: float, t0: float, last: float | None) -> bool:
+        """Would the next epoch (judged by the last one) end past the time budget?"""
+        return budget > 0 and last is not None and time.time() - t0 + last > budget
 
     def _save_best(self, ids: torch.Tensor, det: torch.Tensor | None) -> None:
         best = {"fingerprint": self.fingerprint, "model": self.model.state_dict(), "ids": ids.cpu(),
@@ -438,8 +404,8 @@ class Trainer:
             if self.state["bad_epochs"] >= cfg.patience:
                 break
             last = self.state["history"][-1].get("seconds") if self.state["history"] else None
-            if budget > 0 and last is not None and time.time() - t0 + last > budget:
-                out_of_time = True  # the next epoch (judged by the last one) would end past the budget
+            if self._past_budget(budget, t0, last):
+                out_of_time = True
                 self.log(f"time budget of {cfg.time_budget_minutes:g} min reached after epoch {epoch - 1}; "
                          f"run again to resume from {display_path(self.ckpt_dir / 'last.pt')}")
                 break
@@ -462,26 +428,30 @@ class Trainer:
                 self._save_best(ids, det)
             else:
                 self.state["bad_epochs"] += 1
-            atomic_torch_save(self._payload(), self.ckpt_dir / "last.pt")
+            self._save_last()
             self.log(_fmt(rec))
         reason = ("early_stopping" if self.state["bad_epochs"] >= cfg.patience
                   else "time_budget" if out_of_time else "max_epochs")
         return self.finish(resumed, time.time() - t0, reason)
 
-    def finish(self, resumed: int | None, seconds: float, stop_reason: str = "max_epochs") -> TrainResult:
-        best = load_checkpoint(self.ckpt_dir / "best.pt", self.fingerprint) if (self.ckpt_dir / "best.pt").exists() \
-            else None
+    def load_best(self) -> dict[str, Any] | None:
+        """Load the best checkpoint's recommender (and tokenizer) weights; returns the checkpoint (None: no best.pt)."""
+        path = self.ckpt_dir / "best.pt"
+        best = load_checkpoint(path, self.fingerprint) if path.exists() else None
         if best is not None:
             self.model.load_state_dict(best["model"])
             if self.joint is not None:
                 self.joint.load_state_dict(best["joint"])
+        return best
+
+    def finish(self, resumed: int | None, seconds: float, stop_reason: str = "max_epochs") -> TrainResult:
+        best = self.load_best()
         ids, det = self.current_ids()
         if best is not None and self._evaluates_trained_table():  # the table validation read at the best epoch
             ids = best["ids"].to(ids.device)
         table = self.joint.token_table(self.model.embed_weight()) if self.joint is not None else None
         ranks: list[int] = []
-        test = evaluate(self.model, self.split.test, ids, self.vocab, self.cfg, token_table=table,
-                        progress=self.progress, ranks=ranks)
+        test = self._evaluate(self.split.test, ids, table, ranks=ranks)
         hist = self.state["history"]
         best_rec = next((r for r in hist if r["epoch"] == self.state["best_epoch"]), {})
         valid = {k[4:]: v for k, v in best_rec.items() if k.startswith("val_") and k != "val_ndcg10"}

@@ -1,6 +1,7 @@
 """A tiny joint-training run used by the resume and determinism tests (also run as a subprocess)."""
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,11 @@ TINY = RecommenderConfig(d_model=16, n_heads=2, d_kv=8, d_ff=32, n_encoder_layer
 def build(method: str, ckpt_dir, epochs: int = 4, decay: str = "sdud+frqud", lr: float = 2e-3,
           time_budget_minutes: float = 0.0, assign: dict | None = None, joint: dict | None = None,
           train: dict | None = None, init_state: dict | None = None, unigrec: dict | None = None,
-          teacher: torch.Tensor | None = None, log=lambda s: None) -> Trainer:
+          teacher: torch.Tensor | None = None, log=lambda s: None, model: dict | None = None,
+          data_parallel=None) -> Trainer:
     """``unigrec`` (method="unigrec"): UniGRecConfig fields; its distillation reads ``teacher`` (default: a seeded
-    random [n_items, 6] table)."""
+    random [n_items, 6] table). ``model``: RecommenderConfig fields over TINY; ``data_parallel``: a
+    ``parallel.Group`` (this process is one rank of a torchrun job)."""
     torch.manual_seed(0)
     seqs = D.load_interactions(FIXTURES, "Tiny")
     split = D.split_leave_one_out(seqs, 20)
@@ -40,10 +43,12 @@ def build(method: str, ckpt_dir, epochs: int = 4, decay: str = "sdud+frqud", lr:
         extra = dict(unigrec=UniGRecConfig(**(unigrec or {})))
         if teacher is None:
             teacher = torch.from_numpy(np.random.default_rng(1).normal(size=(split.n_items, 6)).astype("float32"))
-    spec = RunSpec(data=DataConfig(dataset="Tiny", data_root=str(FIXTURES)), model=TINY, train=cfg,
+    spec = RunSpec(data=DataConfig(dataset="Tiny", data_root=str(FIXTURES)), model=replace(TINY, **(model or {})), train=cfg,
                    assign=assign_config_for(cfg.method, AssignConfig(decay=decay, **(assign or {}))),
                    joint=JointConfig(**(joint or {})), codebook_size=8, n_levels=2, **extra)
     quiet = dict(ckpt_dir=ckpt_dir, run_config=run_config, init_state=init_state, progress=False, log=log)
+    if data_parallel is not None:
+        quiet["data_parallel"] = data_parallel
     if method == "two_stage" or (method == "unigrec" and not spec.uses_soft_ids):  # notebook 04's call, IDs frozen
         return make_trainer(spec, split, item_ids=add_conflict_codes(rq.deterministic_codes(X), 8), **quiet)
     trainer = make_trainer(spec, split, tokenizer=rq, item_emb=X, teacher=teacher, **quiet)

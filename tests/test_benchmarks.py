@@ -30,3 +30,13 @@ def test_bench_decode_runs_and_matches_hf_generate(tmp_path):
 def test_bench_train_runs(tmp_path):
     out = _run("bench_train.py", "--steps", "1", "--batch-size", "16", "--micro-batch-size", "8", tmp_path=tmp_path)
     assert "micro-batches of 8 samples" in out and "speed-up ours / HF (LETTER-style)" in out
+
+
+@pytest.mark.benchmarks  # launches a 1-process and a 2-process torchrun job (gloo) of the smoke-sized model
+def test_bench_ddp_runs(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_ddp.py"), "--tiny", "--steps", "2",
+                          "--batch-size", "16", "--micro-batch-size", "8", "--data-root", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "2 processes (1 threads each)" in out.stdout and "speed-up 2 / 1:" in out.stdout

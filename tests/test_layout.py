@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "diger_lib"
-ENTRY_POINTS = {"pipeline", "runner", "cli"}  # called by notebooks, tests, benchmarks and the command line
+ENTRY_POINTS = {"pipeline", "runner", "cli", "distributed"}  # called by notebooks, tests, benchmarks, torchrun, the shell
 
 
 def _graph() -> dict[str, set[str]]:
