@@ -28,7 +28,7 @@ def _stored(path: Path) -> str:
 def test_notebooks_are_the_source_and_stored_stripped():
     """The .ipynb files are the source (no builder regenerates them). What git stores has no outputs; a notebook
     run in JupyterLab may have outputs in the working tree, which the nbstripout filter removes on `git add`."""
-    assert len(NOTEBOOKS) == 6
+    assert len(NOTEBOOKS) == 7
     assert not (ROOT / "scripts" / "build_notebooks.py").exists()
     attrs = (ROOT / ".gitattributes").read_text()
     assert "notebooks/*.ipynb filter=nbstripout" in attrs
