@@ -135,8 +135,15 @@ class Evaluation(NamedTuple):
 
 
 def topk_items(scores: np.ndarray, k: int) -> np.ndarray:
-    """The k best items per row, ties to the lower item id (a stable sort on the negated scores)."""
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k].astype(np.int64)
+    """The k best items per row, ties to the lower item id: the order of a stable sort on the negated scores, without
+    sorting the catalogue (a partition finds each row's k-th score; only the items at or above it are sorted)."""
+    k = min(k, scores.shape[1])
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+    out = np.empty((len(scores), k), dtype=np.int64)
+    for r, row in enumerate(scores):
+        cand = np.flatnonzero(row >= kth[r])
+        out[r] = cand[np.lexsort((cand, -row[cand]))[:k]]  # by score, descending, then by item id
+    return out
 
 
 def evaluate(score_fn: ScoreFn, samples: Samples, topk: int = 10, batch_size: int = 512,
@@ -146,7 +153,7 @@ def evaluate(score_fn: ScoreFn, samples: Samples, topk: int = 10, batch_size: in
     tops = []
     for s in range(0, n, batch_size):
         idx = np.arange(s, min(s + batch_size, n))
-        scores = np.asarray(score_fn(samples.user[idx], samples.history[idx], samples.length[idx]), dtype=np.float64)
+        scores = np.asarray(score_fn(samples.user[idx], samples.history[idx], samples.length[idx]))
         tops.append(topk_items(scores, topk))
     top, target = np.concatenate(tops), samples.target[:n]
     return Evaluation(M.ranking_metrics(top, target), M.target_ranks(top, target), top)
@@ -346,20 +353,73 @@ def fit(model: Baseline | str, params: dict[str, Any], split: Split, cfg: FitCon
     return net, sel
 
 
+class GridCache:
+    """Finished grid points of one (dataset, model, seed) in ``folder``, so a rerun after an interruption trains only
+    the points still missing: ``grid.json`` (each finished point's row and selection history, and the settings they
+    were trained with) and ``best.pkl`` (the best point's fitted model). Other settings start the grid afresh."""
+
+    def __init__(self, folder: Path | str | None, settings: dict[str, Any]):
+        self.folder, self.settings = (Path(folder) if folder else None), settings
+        self.points: list[dict[str, Any]] = []
+        f = self.folder / "grid.json" if self.folder else None
+        if f is not None and f.is_file() and (self.folder / "best.pkl").is_file():
+            saved = json.loads(f.read_text())
+            if saved["settings"] == json.loads(json.dumps(settings)):
+                self.points = saved["points"]
+
+    def done(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        return next((p for p in self.points if p["params"] == json.loads(json.dumps(params))), None)
+
+    def best_model(self) -> Any:
+        import pickle
+
+        return pickle.loads((self.folder / "best.pkl").read_bytes())
+
+    def add(self, point: dict[str, Any], model: Any, is_best: bool) -> None:
+        self.points.append(json.loads(json.dumps(point)))
+        if self.folder is None:
+            return
+        import pickle
+
+        from .atomic import atomic_open
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if is_best:  # fit()'s data sets are dropped: the scorers need only the fitted parameters and id maps
+            data, model.train_set, model.val_set = (model.train_set, model.val_set), None, None
+            with atomic_open(self.folder / "best.pkl", "wb") as fh:
+                fh.write(pickle.dumps(model))
+            model.train_set, model.val_set = data
+        with atomic_open(self.folder / "grid.json", "w") as fh:
+            fh.write(json.dumps({"settings": self.settings, "points": self.points}, indent=1, sort_keys=True))
+
+
 def train_grid(model: Baseline | str, split: Split, cfg: FitConfig = FitConfig(), first_only: bool = False,
-               log: Callable[[str], None] = print) -> Trained:
-    """Every grid point of ``model``; the one with the best validation NDCG@10 is kept (the others are dropped)."""
-    best, rows = None, []
+               log: Callable[[str], None] = print, cache_dir: Path | str | None = None) -> Trained:
+    """Every grid point of ``model``; the one with the best validation NDCG@10 is kept. With ``cache_dir``, finished
+    points survive an interruption (``GridCache``)."""
+    model = Baseline(model)
+    cache = GridCache(cache_dir, {"cfg": cfg._asdict(), "fixed": FIXED[model], "n_items": split.n_items,
+                                  "n_users": len(split.test), "n_train": len(split.train)})
+    best, best_net = None, None
     for params in grid_points(model, first_only):
-        log(f"{Baseline(model).value} {params}")
-        net, sel = fit(model, params, split, cfg, log)
-        rows.append({**params, "best_epoch": sel.best_epoch, "valid_N@10": sel.best,
-                     "epochs_run": sel.history[-1]["epoch"] if sel.history else 0})
-        if best is None or sel.best > best[1].best:
-            best = (net, sel, params)
-    net, sel, params = best
+        trained, point = None, cache.done(params)
+        if point is not None:
+            log(f"{model.value} {params}: finished before (best epoch {point['row']['best_epoch']}), skipped")
+        else:
+            log(f"{model.value} {params}")
+            trained, sel = fit(model, params, split, cfg, log)
+            point = {"params": params, "history": sel.history, "row": {
+                **params, "best_epoch": sel.best_epoch, "valid_N@10": sel.best,
+                "epochs_run": sel.history[-1]["epoch"] if sel.history else 0}}
+        is_best = best is None or point["row"]["valid_N@10"] > best["row"]["valid_N@10"]
+        if trained is not None:
+            cache.add(point, trained, is_best)
+        if is_best:
+            best, best_net = point, trained  # None for a point finished before: its model is in best.pkl
+    net = best_net if best_net is not None else cache.best_model()
     valid = evaluate(scorer(net), split.valid, cfg.topk).metrics  # all validation users, whatever max_eval_users
-    return Trained(net, params, sel.best_epoch, valid, sel.history, rows)
+    rows = [cache.done(params)["row"] for params in grid_points(model, first_only)]
+    return Trained(net, best["params"], best["row"]["best_epoch"], valid, best["history"], rows)
 
 
 # ----------------------------------------------------------------------------------------------

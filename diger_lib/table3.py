@@ -40,10 +40,13 @@ def _source(row: str) -> tuple[str, str]:
 
 
 def table3(baseline_runs: Sequence[Run], generative_runs: Sequence[Run] = (),
-           datasets: Sequence[str] = DATASETS) -> pd.DataFrame:
+           datasets: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per (dataset, Table 3 row) in the paper's order: the paper's R@10 and N@10, ours (mean and sd over
-    seeds; R@5 and N@5 too), how many runs, and where the row comes from."""
+    seeds; R@5 and N@5 too), how many runs, and where the row comes from. Datasets: the paper's three, then any other
+    dataset our runs have (a dataset of one's own, the test fixture)."""
     ours: dict[tuple[str, str], Cell] = {**collect(generative_runs), **collect(baseline_runs)}
+    if datasets is None:
+        datasets = list(DATASETS) + sorted({ds for ds, _ in ours} - set(DATASETS))
     paper = paper_tables()["diger"]["table3_baselines_R10_N10"]
     rows = []
     for ds in datasets:

@@ -155,3 +155,26 @@ def test_every_table3_row_is_trained_or_explained():
     rows = table3.paper_tables()["diger"]["table3_baselines_R10_N10"]
     covered = set(B.TABLE3_ROW.values()) | set(B.GENERATIVE_ROWS) | set(B.ABSENT)
     assert set(rows) == covered
+
+
+def test_topk_equals_a_stable_full_sort():
+    """The partition-based top k equals the order of a stable sort of the whole row (ties to the lower id)."""
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, size=(50, 40)).astype(np.float32)  # many ties
+    full = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert (B.topk_items(scores, 10) == full).all()
+    scores = rng.normal(size=(20, 300))
+    assert (B.topk_items(scores, 10) == np.argsort(-scores, axis=1, kind="stable")[:, :10]).all()
+
+
+def test_a_rerun_skips_finished_grid_points(tiny, tmp_path):
+    """The grid cache: a second call trains nothing and returns the same model (read back from best.pkl)."""
+    _, split = tiny
+    logs: list[str] = []
+    first = B.train_grid("mf", split, QUICK, first_only=True, log=lambda s: None, cache_dir=tmp_path)
+    again = B.train_grid("mf", split, QUICK, first_only=True, log=logs.append, cache_dir=tmp_path)
+    assert any("skipped" in line for line in logs) and not any("epoch" in line and "valid" in line for line in logs)
+    assert again.valid == first.valid and again.grid == first.grid and again.best_epoch == first.best_epoch
+    logs.clear()
+    B.train_grid("mf", split, QUICK._replace(seed=1), first_only=True, log=logs.append, cache_dir=tmp_path)
+    assert any("valid N@10" in line for line in logs)  # other settings train afresh
