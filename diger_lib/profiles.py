@@ -235,12 +235,17 @@ def _unigrec() -> list[Step]:
 # Issue 10, parts 1 and 4: Table 3's conventional rows that cornac has, on our split and metrics (notebook 03b). SASRec
 # comes first on each dataset: it is also UniGRec's teacher ($DIGER_ARTIFACTS/<dataset>/teachers/sasrec/). Every run
 # rewrites figures/table3 (paper vs ours; TIGER, LETTER, DIGER from the paper_cpu runs when they exist).
-_BASELINE_MODELS = ("sasrec", "mf", "bert4rec")
+# Epoch budgets sized on this CPU (README): one SASRec epoch on Beauty is 70 s (d 64) to 142 s (d 128) of one core and
+# it is near its best after a few epochs, so it is checked every 2 epochs; BERT4Rec's Cloze training (13 s per epoch at
+# d 64) needs many more epochs; a BPR epoch takes 0.1 s (validation, 6 s per check, costs more).
+_BASELINE_EPOCHS = {"sasrec": dict(max_epochs=50, eval_every=2, patience=3),
+                    "mf": dict(max_epochs=200, eval_every=10, patience=3),
+                    "bert4rec": dict(max_epochs=200, eval_every=5, patience=4)}
 
 
 def _baselines() -> list[Step]:
-    return [("03b_conventional_baselines", f"{ds}__{m}__s2026", dict(dataset=ds, model=m))
-            for ds in ("Beauty", "Instruments", "Yelp") for m in _BASELINE_MODELS]
+    return [("03b_conventional_baselines", f"{ds}__{m}__s2026", dict(dataset=ds, model=m, **epochs))
+            for ds in ("Beauty", "Instruments", "Yelp") for m, epochs in _BASELINE_EPOCHS.items()]
 
 
 def _paper_two_stage() -> list[Step]:
