@@ -187,7 +187,7 @@ def reference_scorer(model: Any) -> ScoreFn:
 def scorer(model: Any) -> ScoreFn:
     """A batched scorer equal to cornac's ``score`` (tests check it against ``reference_scorer``)."""
     import torch
-    from cornac.models import BPR, SASRec
+    from cornac.models import BPR, SASRec, TransformerRec
 
     if isinstance(model, BPR):
         return lambda users, history, length: (model.u_factors[_user_index(model, users)] @ model.i_factors.T
@@ -204,7 +204,26 @@ def scorer(model: Any) -> ScoreFn:
                 scores = scores + net.item_biases.weight[:model.total_items].T
             return scores.numpy()
         return score
+    if isinstance(model, TransformerRec):
+        return _transformer_scorer(model)
     return reference_scorer(model)
+
+
+def _transformer_scorer(model: Any) -> ScoreFn:
+    """TransformerRec (BERT4Rec): its objective builds each user's input (history + mask token, left-padded) and the
+    model's ``predict`` scores a batch of them at once (cornac's ``score`` calls it one user at a time)."""
+    import torch
+
+    def score(users, history, length):
+        inputs = [model.objective_.prepare_score_input([int(i) for i in h[:n]], model.max_len, model.pad_idx)
+                  for h, n in zip(history, length)]
+        positions = {pos for _, pos in inputs}
+        if len(positions) != 1:  # an objective that reads different positions: one user at a time
+            return reference_scorer(model)(users, history, length)
+        model.model.eval()
+        seqs = torch.tensor([seq for seq, _ in inputs], dtype=torch.long)
+        return np.atleast_2d(model.model.predict(None, seqs, positions.pop()))
+    return score
 
 
 # ----------------------------------------------------------------------------------------------

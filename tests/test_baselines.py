@@ -178,3 +178,15 @@ def test_a_rerun_skips_finished_grid_points(tiny, tmp_path):
     logs.clear()
     B.train_grid("mf", split, QUICK._replace(seed=1), first_only=True, log=logs.append, cache_dir=tmp_path)
     assert any("valid N@10" in line for line in logs)  # other settings train afresh
+
+
+def test_bert4rec_batched_scorer_equals_cornac(tiny):
+    """BERT4Rec (Cloze, one epoch): the batched scorer equals cornac's per-user score, with 20 history items read."""
+    _, split = tiny
+    net, _ = B.fit("bert4rec", dict(embedding_dim=8, dropout=0.2), split, QUICK._replace(max_epochs=1),
+                   log=lambda s: None)
+    assert net.max_len == 21
+    s = split.test
+    fast = B.scorer(net)(s.user[:20], s.history[:20], s.length[:20])
+    ref = B.reference_scorer(net)(s.user[:20], s.history[:20], s.length[:20])
+    assert fast.shape == (20, split.n_items) and np.allclose(fast, ref, atol=1e-5)
