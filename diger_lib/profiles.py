@@ -215,8 +215,9 @@ def _paper_cpu() -> list[Step]:
 
 
 # UniGRec (issue 10, part 3) on Beauty at the diagnosis budget and on the diagnosis tokenizer, so its rows compare with
-# the diagnosis profile's Two-Stage runs (notebook 06, baseline "diagnosis/ts_s2026"). UniGRec's section 4.1: tokenizer
-# lr from its grid {2e-7, 2e-8}; recommender lr 2e-3 is in its grid {2e-3, 5e-3, 8e-3} and is the study's. Stage 1 starts
+# the diagnosis profile's Two-Stage runs (notebook 06, baseline "diagnosis/ts_s2026"). M4-M6 read the SASRec teacher
+# that the `baselines` profile (notebook 03b) exports. UniGRec's section 4.1: tokenizer lr from its grid {2e-7, 2e-8};
+# recommender lr 2e-3 is in its grid {2e-3, 5e-3, 8e-3} and is the study's. Stage 1 starts
 # from the notebook-03 tokenizer; M1-M2 share one stage 1 and M3-M6 another (cached beside the tokenizer).
 _UNIGREC = dict(method="unigrec", tokenizer_lr=2e-7)
 
@@ -229,6 +230,22 @@ def _unigrec() -> list[Step]:
              for v in ("M6", "M1", "M2", "M3", "M4", "M5", "M0")]
     return steps + [("05_sid_dynamics_figures", "", dict(runs="ug_m2,ug_m3,ug_m6", main_diger="ug_m6")),
                     ("06_results_tables", "", dict(baseline="diagnosis/ts_s2026"))]
+
+
+# Issue 10, parts 1 and 4: Table 3's conventional rows that cornac has, on our split and metrics (notebook 03b). SASRec
+# comes first on each dataset: it is also UniGRec's teacher ($DIGER_ARTIFACTS/<dataset>/teachers/sasrec/). Every run
+# rewrites figures/table3 (paper vs ours; TIGER, LETTER, DIGER from the paper_cpu runs when they exist).
+# Epoch budgets sized on this CPU (README): one SASRec epoch on Beauty is 70 s (d 64) to 142 s (d 128) of one core and
+# it is near its best after a few epochs, so it is checked every 2 epochs; BERT4Rec's Cloze training (13 s per epoch at
+# d 64) needs many more epochs; a BPR epoch takes 0.1 s (validation, 6 s per check, costs more).
+_BASELINE_EPOCHS = {"sasrec": dict(max_epochs=50, eval_every=2, patience=3),
+                    "mf": dict(max_epochs=200, eval_every=10, patience=3),
+                    "bert4rec": dict(max_epochs=200, eval_every=5, patience=4)}
+
+
+def _baselines() -> list[Step]:
+    return [("03b_conventional_baselines", f"{ds}__{m}__s2026", dict(dataset=ds, model=m, **epochs))
+            for ds in ("Beauty", "Instruments", "Yelp") for m, epochs in _BASELINE_EPOCHS.items()]
 
 
 def _paper_two_stage() -> list[Step]:
@@ -269,7 +286,7 @@ def _paper() -> list[Step]:
 
 
 PROFILES = {"smoke": _smoke, "quick": _quick, "dynamics": _dynamics, "dynamics_gaussian": _dynamics_gaussian,
-            "diagnosis": _diagnosis, "paper_cpu": _paper_cpu, "unigrec": _unigrec,
+            "diagnosis": _diagnosis, "paper_cpu": _paper_cpu, "unigrec": _unigrec, "baselines": _baselines,
             "paper_two_stage": _paper_two_stage, "paper": _paper}
 
 

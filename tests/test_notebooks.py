@@ -28,7 +28,7 @@ def _stored(path: Path) -> str:
 def test_notebooks_are_the_source_and_stored_stripped():
     """The .ipynb files are the source (no builder regenerates them). What git stores has no outputs; a notebook
     run in JupyterLab may have outputs in the working tree, which the nbstripout filter removes on `git add`."""
-    assert len(NOTEBOOKS) == 6
+    assert len(NOTEBOOKS) == 7
     assert not (ROOT / "scripts" / "build_notebooks.py").exists()
     attrs = (ROOT / ".gitattributes").read_text()
     assert "notebooks/*.ipynb filter=nbstripout" in attrs
@@ -184,3 +184,24 @@ def test_example_profile_file_is_the_smoke_profile():
     assert [s[:2] for s in example] == [s[:2] for s in smoke]
     for (stem, _, mine), (_, _, theirs) in zip(example, smoke):
         assert runner.resolved_parameters(stem, mine) == runner.resolved_parameters(stem, theirs), stem
+
+
+@pytest.mark.notebooks
+def test_conventional_baselines_notebook_on_the_fixture(tmp_path):
+    """Notebook 03b through papermill on the fixture (SASRec, its first grid point, 2 epochs): notebook 04's metrics
+    keys, per-user test ranks, the teacher UniGRec reads, and Table 3 with our row beside the paper's."""
+    run = tmp_path / "runs" / "t" / "03b_conventional_baselines__Tiny__sasrec__s2026"
+    env = dict(os.environ, DIGER_ARTIFACTS=str(tmp_path / "art"), OMP_NUM_THREADS="1")
+    params = dict(dataset="Tiny", data_root="tests/fixtures", model="sasrec", grid="first", max_epochs=2, eval_every=1,
+                  out_dir=str(run), figures_dir=str(tmp_path / "fig"), runs_dir=str(tmp_path / "runs" / "t"),
+                  generative_runs="", profile="t")
+    args = [a for k, v in params.items() for a in ("-p", k, str(v))]
+    out = subprocess.run([sys.executable, "-m", "papermill", "notebooks/03b_conventional_baselines.ipynb",
+                          str(tmp_path / "out.ipynb"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert {"R@5", "R@10", "N@5", "N@10", "valid_R@10", "valid_N@10", "label", "dataset"} <= set(m)
+    assert m["label"] == "SASRec" and (run / "test_ranks.txt.gz").is_file()
+    assert (tmp_path / "art" / "Tiny" / "teachers" / "sasrec" / "item_emb.npy").is_file()
+    assert "| Tiny | SASRec |" in (tmp_path / "fig" / "table3.md").read_text()

@@ -1,0 +1,465 @@
+"""Conventional baselines of DIGER's Table 3, trained by cornac on our exact leave-one-out split and scored by our
+metric code (issue 10, part 1).
+
+cornac (3.0.1) trains the models; everything around it is ours, so these rows compare with every other row:
+
+- **Data**: each user's training part ``s[:-2]`` (``data.split_leave_one_out``) is one cornac session; validation and
+  test targets never reach cornac. Item and user ids are fed with identity maps, so cornac's item index i is our
+  item i (the teacher export relies on it). Sequential models read at most ``max_history`` (20) items, as the
+  generative rows do; cornac's prefix iterator then yields exactly our training samples.
+- **Ranking**: every item of the catalogue is scored for every evaluated user (full ranking), top-k by score with
+  ties to the lower item id, then ``metrics.ranking_metrics`` and ``metrics.target_ranks``. Like every other row
+  (beam search, most-popular), items already in the history are *not* removed.
+- **Selection**: the epoch by validation NDCG@10 (the early-stopping metric of notebook 04, checked every
+  ``eval_every`` epochs, ``patience`` checks), the grid point by the best validation NDCG@10; test once.
+- **SASRec as UniGRec's teacher** (issue 10, part 4): the chosen SASRec's item embeddings go to
+  ``$DIGER_ARTIFACTS/<dataset>/teachers/sasrec/`` (``teachers.py``'s contract), so one model serves both.
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+
+from . import metrics as M
+from .data import Samples, Split
+from .teachers import teacher_dir
+
+
+class Baseline(str, Enum):
+    MF = "mf"  # matrix factorisation trained with the BPR loss (cornac BPR); the paper's "MF" row
+    SASREC = "sasrec"  # cornac SASRec (causal self-attention, next item at the last position)
+    BERT4REC = "bert4rec"  # cornac TransformerRec(backbone="bert", objective="mlm"): the Cloze training of BERT4Rec
+
+
+TABLE3_ROW = {Baseline.MF: "MF", Baseline.SASREC: "SASRec", Baseline.BERT4REC: "BERT4Rec"}
+
+# Table 3 rows this module does not train, and why (README "Conventional baselines (cornac)").
+ABSENT = {
+    "Caser": "not in cornac 3.0.1",
+    "HGN": "not in cornac 3.0.1",
+    "LightGCN": "cornac's LightGCN needs DGL, which has no build for torch 2.13 (DGL 2.1 ships kernels up to torch "
+                "2.2.1 and needs torchdata's removed datapipes)",
+    "BigRec": "LLM-based (a fine-tuned LLaMA-7B); not in cornac",
+    "P5-SID": "LLM-based (P5 on T5); not in cornac",
+    "P5-CID": "LLM-based (P5 on T5); not in cornac",
+    "ETEGRec": "generative; not in cornac",
+}
+# Table 3's generative rows come from notebook-04 runs (reproduce.py's keys) of another profile.
+GENERATIVE_ROWS = {"TIGER": "two_stage", "LETTER": "two_stage_letter", "DIGER": "diger_frqud"}
+
+# The validation grids (small, as public tuning studies use: SASRec's loss CE vs BCE and its size and dropout, after
+# Klenitskiy & Vasilev, RecSys 2023, and Petrov & Macdonald, RecSys 2022). ``FIXED`` holds what no grid point changes.
+GRIDS: dict[Baseline, dict[str, tuple]] = {
+    Baseline.MF: {"k": (64, 128), "lambda_reg": (1e-3, 1e-2)},
+    Baseline.SASREC: {"loss": ("ce", "bce"), "embedding_dim": (64, 128), "dropout": (0.2, 0.5)},
+    Baseline.BERT4REC: {"embedding_dim": (64, 128), "dropout": (0.2, 0.5)},
+}
+FIXED: dict[Baseline, dict[str, Any]] = {
+    Baseline.MF: dict(learning_rate=0.01, use_bias=True),
+    Baseline.SASREC: dict(num_blocks=2, num_heads=1, learning_rate=1e-3, batch_size=256, n_sample=2048),
+    Baseline.BERT4REC: dict(num_blocks=2, num_heads=1, learning_rate=1e-3, batch_size=256, n_sample=2048,
+                            mask_prob=0.2),
+}
+
+
+def grid_points(model: Baseline | str, first_only: bool = False) -> list[dict[str, Any]]:
+    """Every combination of the model's grid (``first_only``: just the first, for smoke runs)."""
+    grid = GRIDS[Baseline(model)]
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    return points[:1] if first_only else points
+
+
+# ----------------------------------------------------------------------------------------------
+# Our split -> cornac datasets (identity id maps: cornac's index i is our item i)
+# ----------------------------------------------------------------------------------------------
+def _identity(n: int) -> OrderedDict:
+    return OrderedDict((i, i) for i in range(n))
+
+
+def training_rows(split: Split) -> list[tuple[int, int, int, int]]:
+    """(user, session, item, position) for every training interaction: user u's ``s[:-2]`` in time order. The
+    validation and test targets (the last two items) are never among them."""
+    return [(int(u), int(u), int(i), t) for u, seq in zip(split.valid.user, split.train_sequences)
+            for t, i in enumerate(seq)]
+
+
+def _user_map(split: Split) -> OrderedDict:
+    """Our user id -> cornac's user index (the order of ``split.train_sequences``, which ``split.valid`` shares)."""
+    return OrderedDict((int(u), j) for j, u in enumerate(split.valid.user))
+
+
+def sequential_dataset(split: Split, seed: int = 0):
+    """A cornac ``SequentialDataset``: one session per user (its training part), ids as our indices."""
+    from cornac.data import SequentialDataset
+
+    return SequentialDataset.build(training_rows(split), fmt="USIT", global_uid_map=_user_map(split),
+                                   global_sid_map=_user_map(split), global_iid_map=_identity(split.n_items),
+                                   seed=seed)
+
+
+def interaction_dataset(split: Split, seed: int = 0):
+    """A cornac ``Dataset`` of distinct (user, item) training pairs with rating 1 (implicit feedback), for MF."""
+    from cornac.data import Dataset
+
+    pairs = sorted({(u, i) for u, _, i, _ in training_rows(split)})
+    return Dataset.build([(u, i, 1.0) for u, i in pairs], fmt="UIR", global_uid_map=_user_map(split),
+                         global_iid_map=_identity(split.n_items), seed=seed)
+
+
+def check_identity_maps(model: Any, n_items: int) -> None:
+    """cornac's item index i must be our item i (scores and exported embeddings are read by index)."""
+    iid = model.iid_map
+    if len(iid) != n_items or any(k != v for k, v in iid.items()):
+        raise ValueError("cornac's item map is not the identity: scores would not be indexed by our item ids")
+
+
+# ----------------------------------------------------------------------------------------------
+# Full ranking with our metric code
+# ----------------------------------------------------------------------------------------------
+ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (users, history [B, L], length) -> [B, n_items]
+
+
+class Evaluation(NamedTuple):
+    metrics: dict[str, float]  # R@5, R@10, N@5, N@10
+    ranks: np.ndarray  # [U] 0-based rank of the target in the top k, -1 = not there (test_ranks.txt.gz)
+    top: np.ndarray  # [U, topk] recommended items, best first
+
+
+def topk_items(scores: np.ndarray, k: int) -> np.ndarray:
+    """The k best items per row, ties to the lower item id: the order of a stable sort on the negated scores, without
+    sorting the catalogue (a partition finds each row's k-th score; only the items at or above it are sorted)."""
+    k = min(k, scores.shape[1])
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+    out = np.empty((len(scores), k), dtype=np.int64)
+    for r, row in enumerate(scores):
+        cand = np.flatnonzero(row >= kth[r])
+        out[r] = cand[np.lexsort((cand, -row[cand]))[:k]]  # by score, descending, then by item id
+    return out
+
+
+def evaluate(score_fn: ScoreFn, samples: Samples, topk: int = 10, batch_size: int = 512,
+             max_users: int = 0) -> Evaluation:
+    """Score the full catalogue for each user of ``samples`` (or its first ``max_users``), rank, and measure."""
+    n = len(samples) if not max_users else min(max_users, len(samples))
+    tops = []
+    for s in range(0, n, batch_size):
+        idx = np.arange(s, min(s + batch_size, n))
+        scores = np.asarray(score_fn(samples.user[idx], samples.history[idx], samples.length[idx]))
+        tops.append(topk_items(scores, topk))
+    top, target = np.concatenate(tops), samples.target[:n]
+    return Evaluation(M.ranking_metrics(top, target), M.target_ranks(top, target), top)
+
+
+def _left_padded(history: np.ndarray, length: np.ndarray, width: int, pad: int) -> np.ndarray:
+    """Our right-padded histories (-1) -> cornac's left-padded rows of ``width`` ids (``pad`` in the gaps)."""
+    out = np.full((len(length), width), pad, dtype=np.int64)
+    for r, (h, n) in enumerate(zip(history, length)):
+        items = h[:n][-width:]
+        out[r, width - len(items):] = items
+    return out
+
+
+def _user_index(model: Any, users: np.ndarray) -> np.ndarray:
+    return np.array([model.uid_map[int(u)] for u in users], dtype=np.int64)
+
+
+def reference_scorer(model: Any) -> ScoreFn:
+    """cornac's own per-user ``score`` (the slow reference the fast paths are tested against)."""
+    sequential = "history_items" in inspect.signature(model.score).parameters
+
+    def score(users, history, length):
+        idx = _user_index(model, users)
+        if sequential:
+            return np.stack([model.score(int(u), [int(i) for i in h[:n]]) for u, h, n in zip(idx, history, length)])
+        return np.stack([model.score(int(u)) for u in idx])
+    return score
+
+
+def scorer(model: Any) -> ScoreFn:
+    """A batched scorer equal to cornac's ``score`` (tests check it against ``reference_scorer``)."""
+    import torch
+    from cornac.models import BPR, SASRec, TransformerRec
+
+    if isinstance(model, BPR):
+        return lambda users, history, length: (model.u_factors[_user_index(model, users)] @ model.i_factors.T
+                                               + model.i_biases[None, :])
+    if isinstance(model, SASRec):
+        net = model.model
+
+        @torch.no_grad()
+        def score(users, history, length):
+            net.eval()
+            seqs = torch.from_numpy(_left_padded(history, length, model.max_len, model.pad_idx))
+            scores = net._encode(seqs) @ net.item_emb.weight[:model.total_items].T
+            if hasattr(net, "item_biases"):
+                scores = scores + net.item_biases.weight[:model.total_items].T
+            return scores.numpy()
+        return score
+    if isinstance(model, TransformerRec):
+        return _transformer_scorer(model)
+    return reference_scorer(model)
+
+
+def _transformer_scorer(model: Any) -> ScoreFn:
+    """TransformerRec (BERT4Rec): its objective builds each user's input (history + mask token, left-padded) and the
+    model's ``predict`` scores a batch of them at once (cornac's ``score`` calls it one user at a time)."""
+    import torch
+
+    def score(users, history, length):
+        inputs = [model.objective_.prepare_score_input([int(i) for i in h[:n]], model.max_len, model.pad_idx)
+                  for h, n in zip(history, length)]
+        positions = {pos for _, pos in inputs}
+        if len(positions) != 1:  # an objective that reads different positions: one user at a time
+            return reference_scorer(model)(users, history, length)
+        model.model.eval()
+        seqs = torch.tensor([seq for seq, _ in inputs], dtype=torch.long)
+        return np.atleast_2d(model.model.predict(None, seqs, positions.pop()))
+    return score
+
+
+# ----------------------------------------------------------------------------------------------
+# Training with epoch selection on our validation metric
+# ----------------------------------------------------------------------------------------------
+class _OurValidation:
+    """What cornac's ``fit`` gets as ``val_set``: it only has to be "not None" (and resettable), since the hook
+    evaluates our own validation samples."""
+
+    def reset(self) -> None:
+        pass
+
+
+class _Stop(Exception):
+    """Raised from the validation hook when validation NDCG@10 has not improved for ``patience`` checks."""
+
+
+class Selection:
+    """Epoch selection on validation NDCG@10 with patience; keeps the best state and the per-check history."""
+
+    def __init__(self, evaluate_valid: Callable[[], dict[str, float]], patience: int, snapshot: Callable[[], Any]):
+        self.evaluate_valid, self.patience, self.snapshot = evaluate_valid, patience, snapshot
+        self.best, self.best_epoch, self.best_state, self.history, self.bad = -1.0, 0, None, [], 0
+
+    def check(self, epoch: int, seconds: float) -> float:
+        valid = self.evaluate_valid()
+        self.history.append({"epoch": epoch, **{f"val_{k}": v for k, v in valid.items()}, "val_ndcg10": valid["N@10"],
+                             "seconds": seconds})  # the column names of notebook 04's history (plots.training_curve)
+        if valid["N@10"] > self.best:
+            self.best, self.best_epoch, self.best_state, self.bad = valid["N@10"], epoch, self.snapshot(), 0
+        else:
+            self.bad += 1
+        if self.bad >= self.patience:
+            raise _Stop
+        return valid["N@10"]
+
+
+@contextmanager
+def _validation_hook(model: Any, hook: Callable[[], float]) -> Iterator[None]:
+    """cornac's sequential models call ``val_score`` (their module's global) every ``val_eval_every`` epochs when
+    ``model_selection="best"``; within this block that call runs ``hook`` (our metric, our validation users)."""
+    module = inspect.getmodule(type(model).fit)
+    if not hasattr(module, "val_score"):
+        raise TypeError(f"{type(model).__name__}.fit has no val_score hook (cornac changed?)")
+    old = module.val_score
+    module.val_score = lambda *args, **kwargs: hook()
+    try:
+        yield
+    finally:
+        module.val_score = old
+
+
+def _make_sequential(model: Baseline, params: dict[str, Any], max_history: int, max_epochs: int, eval_every: int,
+                     seed: int):
+    from cornac.models import SASRec, TransformerRec
+
+    common = dict(n_epochs=max_epochs, model_selection="best", val_eval_every=eval_every, seed=seed, verbose=False,
+                  **FIXED[model], **params)
+    if model == Baseline.SASREC:
+        return SASRec(max_len=max_history, **common)
+    # BERT4Rec reads the history plus a trailing mask token: max_len = max_history + 1 keeps 20 history items
+    return TransformerRec(name="BERT4Rec", backbone="bert", objective="mlm", loss_at="all", max_len=max_history + 1,
+                          **common)
+
+
+def _fit_sequential(model: Baseline, params, split: Split, cfg: "FitConfig", log) -> tuple[Any, Selection]:
+    net = _make_sequential(model, params, cfg.max_history, cfg.max_epochs, cfg.eval_every, cfg.seed)
+    t0, epoch = time.time(), [0]
+
+    def valid():
+        return evaluate(scorer(net), split.valid, cfg.topk, max_users=cfg.max_eval_users).metrics
+
+    sel = Selection(valid, cfg.patience, lambda: {k: v.detach().clone() for k, v in net.model.state_dict().items()})
+
+    def hook():
+        epoch[0] += cfg.eval_every
+        score = sel.check(epoch[0], time.time() - t0)
+        log(f"  epoch {epoch[0]}: valid N@10 {score:.4f} (best {sel.best:.4f} at epoch {sel.best_epoch})")
+        return score
+
+    with _validation_hook(net, hook):
+        try:
+            net.fit(sequential_dataset(split, cfg.seed), val_set=_OurValidation())
+        except _Stop:
+            log(f"  stopped: no better validation N@10 for {cfg.patience} checks")
+    if sel.best_state is not None:
+        net.model.load_state_dict(sel.best_state)
+    return net, sel
+
+
+def _fit_mf(params, split: Split, cfg: "FitConfig", log) -> tuple[Any, Selection]:
+    """cornac BPR trained ``eval_every`` epochs at a time, warm-started from the previous chunk (constant-rate SGD,
+    so chunks continue one run), with the same epoch selection as the sequential models."""
+    from cornac.models import BPR
+
+    data, t0, state = interaction_dataset(split, cfg.seed), time.time(), {}
+
+    def snapshot():
+        return {"U": state["m"].u_factors.copy(), "V": state["m"].i_factors.copy(), "Bi": state["m"].i_biases.copy()}
+
+    sel = Selection(lambda: evaluate(scorer(state["m"]), split.valid, cfg.topk, max_users=cfg.max_eval_users).metrics,
+                    cfg.patience, snapshot)
+    init = None
+    try:
+        for epoch in range(cfg.eval_every, cfg.max_epochs + 1, cfg.eval_every):
+            state["m"] = BPR(max_iter=cfg.eval_every, seed=cfg.seed + epoch, init_params=init, verbose=False,
+                             **FIXED[Baseline.MF], **params).fit(data)
+            init = snapshot()
+            score = sel.check(epoch, time.time() - t0)
+            log(f"  epoch {epoch}: valid N@10 {score:.4f} (best {sel.best:.4f} at epoch {sel.best_epoch})")
+    except _Stop:
+        log(f"  stopped: no better validation N@10 for {cfg.patience} checks")
+    best = state["m"]
+    best.u_factors, best.i_factors, best.i_biases = sel.best_state["U"], sel.best_state["V"], sel.best_state["Bi"]
+    return best, sel
+
+
+class FitConfig(NamedTuple):
+    max_history: int = 20  # items a sequential model reads (as the generative rows)
+    max_epochs: int = 200  # upper bound; epoch selection usually stops sooner
+    eval_every: int = 5  # epochs between validation checks
+    patience: int = 4  # checks without a better validation NDCG@10 before stopping
+    topk: int = 10
+    max_eval_users: int = 0  # validation on the first this-many users (0 means all); test always uses all
+    seed: int = 2026
+
+
+class Trained(NamedTuple):
+    model: Any  # the fitted cornac model at its best epoch
+    params: dict[str, Any]  # its grid point
+    best_epoch: int
+    valid: dict[str, float]  # validation metrics at the best epoch (all validation users)
+    history: list[dict[str, Any]]  # one row per validation check
+    grid: list[dict[str, Any]]  # per grid point: params, best epoch, its best validation N@10
+
+
+def fit(model: Baseline | str, params: dict[str, Any], split: Split, cfg: FitConfig = FitConfig(),
+        log: Callable[[str], None] = print) -> tuple[Any, Selection]:
+    """Train one grid point with epoch selection; returns the model at its best epoch and the selection record."""
+    model = Baseline(model)
+    if model == Baseline.MF:
+        net, sel = _fit_mf(params, split, cfg, log)
+    else:
+        net, sel = _fit_sequential(model, params, split, cfg, log)
+    check_identity_maps(net, split.n_items)
+    return net, sel
+
+
+class GridCache:
+    """Finished grid points of one (dataset, model, seed) in ``folder``, so a rerun after an interruption trains only
+    the points still missing: ``grid.json`` (each finished point's row and selection history, and the settings they
+    were trained with) and ``best.pkl`` (the best point's fitted model). Other settings start the grid afresh."""
+
+    def __init__(self, folder: Path | str | None, settings: dict[str, Any]):
+        self.folder, self.settings = (Path(folder) if folder else None), settings
+        self.points: list[dict[str, Any]] = []
+        f = self.folder / "grid.json" if self.folder else None
+        if f is not None and f.is_file() and (self.folder / "best.pkl").is_file():
+            saved = json.loads(f.read_text())
+            if saved["settings"] == json.loads(json.dumps(settings)):
+                self.points = saved["points"]
+
+    def done(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        return next((p for p in self.points if p["params"] == json.loads(json.dumps(params))), None)
+
+    def best_model(self) -> Any:
+        import pickle
+
+        return pickle.loads((self.folder / "best.pkl").read_bytes())
+
+    def add(self, point: dict[str, Any], model: Any, is_best: bool) -> None:
+        self.points.append(json.loads(json.dumps(point)))
+        if self.folder is None:
+            return
+        import pickle
+
+        from .atomic import atomic_open
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if is_best:  # fit()'s data sets are dropped: the scorers need only the fitted parameters and id maps
+            data, model.train_set, model.val_set = (model.train_set, model.val_set), None, None
+            with atomic_open(self.folder / "best.pkl", "wb") as fh:
+                fh.write(pickle.dumps(model))
+            model.train_set, model.val_set = data
+        with atomic_open(self.folder / "grid.json", "w") as fh:
+            fh.write(json.dumps({"settings": self.settings, "points": self.points}, indent=1, sort_keys=True))
+
+
+def train_grid(model: Baseline | str, split: Split, cfg: FitConfig = FitConfig(), first_only: bool = False,
+               log: Callable[[str], None] = print, cache_dir: Path | str | None = None) -> Trained:
+    """Every grid point of ``model``; the one with the best validation NDCG@10 is kept. With ``cache_dir``, finished
+    points survive an interruption (``GridCache``)."""
+    model = Baseline(model)
+    cache = GridCache(cache_dir, {"cfg": cfg._asdict(), "fixed": FIXED[model], "n_items": split.n_items,
+                                  "n_users": len(split.test), "n_train": len(split.train)})
+    best, best_net = None, None
+    for params in grid_points(model, first_only):
+        trained, point = None, cache.done(params)
+        if point is not None:
+            log(f"{model.value} {params}: finished before (best epoch {point['row']['best_epoch']}), skipped")
+        else:
+            log(f"{model.value} {params}")
+            trained, sel = fit(model, params, split, cfg, log)
+            point = {"params": params, "history": sel.history, "row": {
+                **params, "best_epoch": sel.best_epoch, "valid_N@10": sel.best,
+                "epochs_run": sel.history[-1]["epoch"] if sel.history else 0}}
+        is_best = best is None or point["row"]["valid_N@10"] > best["row"]["valid_N@10"]
+        if trained is not None:
+            cache.add(point, trained, is_best)
+        if is_best:
+            best, best_net = point, trained  # None for a point finished before: its model is in best.pkl
+    net = best_net if best_net is not None else cache.best_model()
+    valid = evaluate(scorer(net), split.valid, cfg.topk).metrics  # all validation users, whatever max_eval_users
+    rows = [cache.done(params)["row"] for params in grid_points(model, first_only)]
+    return Trained(net, best["params"], best["row"]["best_epoch"], valid, best["history"], rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# SASRec -> UniGRec's teacher
+# ----------------------------------------------------------------------------------------------
+def item_embeddings(model: Any) -> np.ndarray:
+    """The item embedding table [n_items, d] (float32) a sequential model scores with; row i = our item i."""
+    return model.model.item_emb.weight[:model.total_items].detach().cpu().numpy().astype(np.float32)
+
+
+def export_teacher(trained: Trained, dataset: str, name: str = "sasrec", root: Path | str | None = None,
+                   extra: dict[str, Any] | None = None) -> Path:
+    """Write ``item_emb.npy`` and ``meta.json`` where ``teachers.load_teacher`` reads them."""
+    import cornac
+
+    emb = item_embeddings(trained.model)
+    d = teacher_dir(dataset, name, root)
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "item_emb.npy", emb)
+    meta = {"model": f"cornac {type(trained.model).__name__}", "cornac": cornac.__version__, "n_items": emb.shape[0],
+            "dim": emb.shape[1], "params": trained.params, "best_epoch": trained.best_epoch,
+            **{f"valid_{k}": v for k, v in trained.valid.items()}, **(extra or {})}
+    (d / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return d
