@@ -80,6 +80,10 @@ class EvalIDs(str, enum.Enum):
 class Coupling(str, enum.Enum):
     GRADIENT = "gradient"  # L_gen reaches the tokenizer through W_j e_hat (README note 4)
     NONE = "none"  # the authors' public code: the recommender reads tokens only; the tokenizer learns from L_vq + L_recon
+    # the authors' later "true end-to-end" code (junchen-fu/DIGER @ 577e65e, cached_hard_straight_through): the
+    # recommender reads its own token embeddings of the hard tokens (forward exactly Two-Stage's); the backward goes
+    # through the Gumbel-softmax probabilities (Eq. 6, 8) on the history, the decoder inputs and the labels
+    EMBEDDINGS = "embeddings"
 
 
 class TokenizerTrain(str, enum.Enum):

@@ -54,6 +54,14 @@ def tokenizer_params(rqvae: nn.Module, which: TokenizerTrain, lr: float) -> list
     return chosen
 
 
+def soft_token_embeddings(probs: torch.Tensor, table: torch.Tensor, vocab: SIDVocab) -> torch.Tensor:
+    """Each level's K probabilities times that level's block of the recommender's token table (UniGRec Eq. 15):
+    [B, m, K] -> [B, m, d]; a one-hot row gives the plain lookup."""
+    K = vocab.codebook_size
+    return torch.stack([probs[:, j] @ table[vocab.level_offset(j):vocab.level_offset(j) + K]
+                        for j in range(probs.shape[1])], 1)
+
+
 class BatchSID(NamedTuple):
     tokens: torch.Tensor  # [U, m+1] token ids the recommender reads and predicts (sampled IDs or the epoch table)
     extras: torch.Tensor | None  # [U, m+1, d_model] differentiable additions to the input embeddings (None: no coupling)
@@ -61,6 +69,8 @@ class BatchSID(NamedTuple):
     det_codes: torch.Tensor  # [U, m] deterministic codes (same tokenizer state)
     train_codes: torch.Tensor  # [U, m] the codes behind ``tokens``
     out: TokenizeOut
+    # coupling="embeddings": p - stopgrad(p) of the soft probabilities [U, m, K] (value 0): the labels' path (Eq. 8)
+    label_soft: torch.Tensor | None = None
 
 
 class JointTokenizer(nn.Module):
@@ -128,8 +138,9 @@ class JointTokenizer(nn.Module):
 
     # -- What trains ----------------------------------------------------------------------------------
     def recommender_parameters(self) -> list[nn.Parameter]:
-        """Parameters the recommender's optimiser moves besides the model's: the projections W_j."""
-        return list(self.proj.parameters())
+        """Parameters the recommender's optimiser moves besides the model's: the projections W_j (which only the
+        ``gradient`` and ``none`` couplings hold in the optimiser; ``embeddings`` reads no W_j e)."""
+        return [] if self.joint.coupling is Coupling.EMBEDDINGS else list(self.proj.parameters())
 
     def tokenizer_parameters(self, lr: float) -> list[nn.Parameter]:
         """Parameters the tokenizer's optimiser moves (the others are frozen)."""
@@ -150,18 +161,28 @@ class JointTokenizer(nn.Module):
         else:  # the step's sampled codes; the conflict code from the last refresh
             full = torch.cat([out.codes, self.conflict[items, None]], dim=1)
         tokens = self.vocab.codes_to_tokens(full)
-        extras = None
+        extras = label_soft = None
         if self.joint.coupling is Coupling.GRADIENT:
             extra = torch.stack([p(out.level_embs[:, j]) for j, p in enumerate(self.proj)], dim=1)  # [U, m, d]
             extras = torch.cat([extra, extra.new_zeros(len(items), 1, extra.shape[-1])], dim=1)
-        return BatchSID(tokens, extras, out.codes, out.det_codes, full[:, :-1], out)
+        elif self.joint.coupling is Coupling.EMBEDDINGS:
+            # Eq. 7-8 as the authors' true-e2e code does it: the token the recommender reads is the hard one (its
+            # embedding row, exactly Two-Stage's forward); the gradient reaches the assignment through the
+            # Gumbel-softmax probabilities: d/dp of (p @ E_j) on inputs and decoder inputs, and of -p . log p_model
+            # on the labels (training.gen_backward). p - stopgrad(p) carries that gradient with value 0.
+            if embed_table is None:
+                raise ValueError("coupling='embeddings' needs the recommender's token table (embed_table)")
+            label_soft = out.soft_probs - out.soft_probs.detach()
+            extra = soft_token_embeddings(label_soft, embed_table, self.vocab)
+            extras = torch.cat([extra, extra.new_zeros(len(items), 1, extra.shape[-1])], dim=1)
+        return BatchSID(tokens, extras, out.codes, out.det_codes, full[:, :-1], out, label_soft)
 
     @torch.no_grad()
     def token_table(self, table: torch.Tensor) -> torch.Tensor:
         """Inference embeddings: deterministic codes make each token's addition a function of the token,
         so ``table[level j, code c] + W_j e_{j,c}`` is a plain lookup table (no per-item work)."""
         eff = table.detach().clone()
-        if self.joint.coupling is Coupling.NONE:  # the recommender never read W e in training
+        if self.joint.coupling is not Coupling.GRADIENT:  # the recommender never read W e in training
             return eff
         K, vocab = self.K, self.vocab
         for j, p in enumerate(self.proj):

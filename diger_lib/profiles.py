@@ -106,6 +106,8 @@ _AUTHORS = dict(method="diger", decay="frqud", frqud_mode="per_item", sim="minma
                 labels="deterministic", coupling="none", tokenizer_train="codebooks", tokenizer_lr=1e-5,
                 lr_schedule="warmup_cosine", warmup_steps=500)
 _COSINE = dict(lr_schedule="warmup_cosine", warmup_steps=500)
+_E2E = dict(coupling="embeddings", tokenizer_train="codebooks", tokenizer_lr=1e-5, frqud_mode="per_item",
+            eval_ids="trained", **_COSINE)
 
 
 def _diagnosis() -> list[Step]:
@@ -122,12 +124,21 @@ def _diagnosis() -> list[Step]:
         ("dg_evtrained", dict(dg, frqud_mode="per_item", eval_ids="trained")),
         ("ts_s2027", dict(t, method="two_stage", seed=2027)),
         ("dg_evtrained_s2027", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2027)),
+        # session 6: the authors' later "true end-to-end" code (junchen-fu/DIGER @ 577e65e, config/*_gradient_fix.yaml):
+        # hard tokens from the epoch table forward, the Gumbel-softmax probabilities backward through the recommender's
+        # own token embeddings and labels (coupling="embeddings"), encoder frozen, tokenizer lr 1e-5, FrqUD per item,
+        # 500 warm-up steps + cosine; against Two-Stage with the same schedule
+        ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
+        ("dg_e2e", dict(dg, **_E2E)),
         ("ts_s2028", dict(t, method="two_stage", seed=2028)),
         ("dg_evtrained_s2028", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2028)),
+        ("ts_cosine_s2027", dict(t, method="two_stage", **_COSINE, seed=2027)),
+        ("dg_e2e_s2027", dict(dg, **_E2E, seed=2027)),
+        ("ts_cosine_s2028", dict(t, method="two_stage", **_COSINE, seed=2028)),
+        ("dg_e2e_s2028", dict(dg, **_E2E, seed=2028)),
         # then the control (tokenizer frozen), STE, the cosine schedule for both sides, and the rest
         ("dg_tok_lr0", dict(dg, tokenizer_lr=0.0)),
         ("ste", dict(t, method="ste")),  # naive joint training: the paper has it far below Two-Stage
-        ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
         ("dg_evtrained_cosine", dict(dg, frqud_mode="per_item", eval_ids="trained", **_COSINE)),
         ("dg_frqud_per_item", dict(dg, frqud_mode="per_item")),  # dg_evtrained's training, evaluated on refreshed IDs
         ("dg_authors", dict(t, **_AUTHORS)),

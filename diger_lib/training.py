@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import diagnostics as DG
@@ -66,7 +67,7 @@ def epoch_batches(samples: Samples, cfg: TrainConfig, epoch: int) -> list[np.nda
 def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Tensor, mask: torch.Tensor,
                  labels: torch.Tensor, input_extra: torch.Tensor | None = None,
                  decoder_extra: torch.Tensor | None = None, sid_loss: torch.Tensor | None = None, *,
-                 n_labels: int | None = None) -> torch.Tensor:
+                 n_labels: int | None = None, label_soft: torch.Tensor | None = None) -> torch.Tensor:
     """Backpropagate L_gen (Eq. 4) of one batch, in micro-batches of ``micro_batch_size`` samples (0 = all).
 
     A speed measure only (activations of ~128 sequences stay in the CPU's cache; 256 do not): each
@@ -76,14 +77,16 @@ def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Ten
     sent through the tokenizer in one backward pass together with ``sid_loss`` (L_vq + L_recon), so every
     gradient path of the unsplit step is kept (tests/test_training.py checks equal gradients). ``n_labels`` is
     the label-token count of the whole step when this batch is one rank's share of it (``parallel.py``; default:
-    this batch's). Returns this batch's share of L_gen (detached).
+    this batch's). ``label_soft`` [B, T, V] (coupling "embeddings", value 0) adds -label_soft . log p_model per label
+    token: L_gen's cross-entropy against the soft labels p of Eq. 6, whose forward is the hard label's (the authors'
+    true-e2e code), so the labels' gradient reaches the tokenizer too. Returns this batch's share of L_gen (detached).
     """
     B, m = input_ids.shape[0], micro_batch_size or input_ids.shape[0]
 
     def leaf(t: torch.Tensor | None) -> torch.Tensor | None:  # cut the shared graph; its gradient is gathered
         return t.detach().requires_grad_() if t is not None and t.requires_grad else t
 
-    leaf_in, leaf_dec = leaf(input_extra), leaf(decoder_extra)
+    leaf_in, leaf_dec, leaf_lab = leaf(input_extra), leaf(decoder_extra), leaf(label_soft)
     n_labels = int((labels != -100).sum()) if n_labels is None else n_labels
     total = torch.zeros((), device=input_ids.device)
     for s in range(0, B, m):
@@ -92,15 +95,27 @@ def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Ten
                     input_extra=None if leaf_in is None else leaf_in[sl],
                     decoder_extra=None if leaf_dec is None else leaf_dec[sl])
         part = out.loss * (int((labels[sl] != -100).sum()) / max(n_labels, 1))
+        if leaf_lab is not None:  # value 0; its gradient -log p_model / n_labels reaches the soft labels
+            part = part - (leaf_lab[sl] * F.log_softmax(out.logits.float(), -1)).sum() / max(n_labels, 1)
         part.backward()
         total += part.detach()
-    pairs = [(t, lf.grad) for t, lf in ((input_extra, leaf_in), (decoder_extra, leaf_dec))
+    pairs = [(t, lf.grad) for t, lf in ((input_extra, leaf_in), (decoder_extra, leaf_dec), (label_soft, leaf_lab))
              if t is not None and t.requires_grad and lf.grad is not None]
     if sid_loss is not None:  # L_vq + L_recon (None when no tokenizer parameter trains)
         pairs.append((sid_loss, torch.ones_like(sid_loss)))
     if pairs:  # one backward through W_j and the tokenizer for the whole batch
         torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
     return total
+
+
+def label_layout(soft: torch.Tensor, vocab: SIDVocab) -> torch.Tensor:
+    """[B, m, K] per-level soft labels -> [B, m+1, V]: level j's K entries at its token block, 0 elsewhere and at
+    the conflict code (a hard label)."""
+    B, m, K = soft.shape
+    out = soft.new_zeros(B, vocab.n_tokens, vocab.size)
+    for j in range(m):
+        out[:, j, vocab.level_offset(j):vocab.level_offset(j) + K] = soft[:, j]
+    return out
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
@@ -242,6 +257,8 @@ class Trainer:
         if sid.extras is not None:
             input_extra = (sid.extras[h_inv] * valid[..., None, None]).reshape(B, L * n_tok, -1)
             dec_extra = sid.extras[t_inv] if self.joint.decoder_extras else None
+        if sid.label_soft is not None:  # coupling="embeddings": the targets' p - stopgrad(p), laid out like logits
+            sid = sid._replace(label_soft=label_layout(sid.label_soft[t_inv], self.vocab))
         same = (sid.train_codes == sid.det_codes).all(dim=1)  # the fed ID is the one inference would use now
         agree = (int(same[inv[: len(real)]].sum()), len(real), int(same[t_inv].sum()), len(t_inv))
         return input_ids, mask, sid.tokens[t_inv], input_extra, dec_extra, sid, agree
@@ -299,7 +316,7 @@ class Trainer:
         if sid_loss is not None and not sid_loss.requires_grad:  # frozen tokenizer: nothing to send back
             sid_loss = None
         l_gen = gen_backward(self.model, self.cfg.micro_batch_size, input_ids, mask, labels, input_extra,
-                             decoder_extra, sid_loss)
+                             decoder_extra, sid_loss, label_soft=None if sid is None else sid.label_soft)
         loss = l_gen
         if sid is not None:  # section 4.3: L_gen + L_vq + L_recon
             loss = l_gen + sid.out.loss_vq.detach() + sid.out.loss_recon.detach()

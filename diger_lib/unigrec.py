@@ -32,13 +32,12 @@ from torch import Tensor, nn
 from .assignment import neg_sq_dist
 from .checkpoint import atomic_torch_save, fingerprint
 from .config import AssignConfig, JointConfig, Labels, Method, UniGRecConfig, UniGRecPart, UniGRecVariant
-from .joint import BatchSID, JointTokenizer, assign_config_for
+from .joint import BatchSID, JointTokenizer, assign_config_for, soft_token_embeddings  # noqa: F401 (Eq. 15)
 from .metrics import collision_rate
 from .progress import progress_bar
 from .records import read_json, write_json
 from .rqvae import RQVAE, TokenizeOut
 from .training import StepLoss, Trainer
-from .vocab import SIDVocab
 
 # What UniGRec fixes of the joint-training switches (recorded in the run's config): no noise, soft probabilities;
 # labels and the history's hard tokens come from the IDs refreshed every epoch (the authors' train.py rebuilds
@@ -86,14 +85,6 @@ def soft_assign(z: Tensor, codebooks: Tensor, tau: float) -> SoftIDs:
     level_embs = torch.stack(embs, 1)
     probs_t = torch.stack(probs, 1)
     return SoftIDs(probs_t, level_embs, level_embs.sum(1), probs_t.argmax(-1))
-
-
-def soft_token_embeddings(probs: Tensor, table: Tensor, vocab: SIDVocab) -> Tensor:
-    """Eq. 15: scatter each level's K probabilities into the vocabulary and multiply by the recommender's token
-    table, i.e. p_l @ (level l's block of K rows). [B, m, K] -> [B, m, d]; one-hot p gives the plain lookup."""
-    K = vocab.codebook_size
-    return torch.stack([probs[:, j] @ table[vocab.level_offset(j):vocab.level_offset(j) + K]
-                        for j in range(probs.shape[1])], 1)
 
 
 def codeword_uniformity(probs: Tensor) -> Tensor:
