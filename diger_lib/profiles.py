@@ -130,12 +130,12 @@ def _diagnosis() -> list[Step]:
         # 500 warm-up steps + cosine; against Two-Stage with the same schedule
         ("ts_cosine", dict(t, method="two_stage", **_COSINE)),
         ("dg_e2e", dict(dg, **_E2E)),
-        ("ts_s2028", dict(t, method="two_stage", seed=2028)),
-        ("dg_evtrained_s2028", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2028)),
         ("ts_cosine_s2027", dict(t, method="two_stage", **_COSINE, seed=2027)),
         ("dg_e2e_s2027", dict(dg, **_E2E, seed=2027)),
         ("ts_cosine_s2028", dict(t, method="two_stage", **_COSINE, seed=2028)),
         ("dg_e2e_s2028", dict(dg, **_E2E, seed=2028)),
+        ("ts_s2028", dict(t, method="two_stage", seed=2028)),
+        ("dg_evtrained_s2028", dict(dg, frqud_mode="per_item", eval_ids="trained", seed=2028)),
         # then the control (tokenizer frozen), STE, the cosine schedule for both sides, and the rest
         ("dg_tok_lr0", dict(dg, tokenizer_lr=0.0)),
         ("ste", dict(t, method="ste")),  # naive joint training: the paper has it far below Two-Stage
