@@ -161,10 +161,9 @@ class JointTokenizer(nn.Module):
         else:  # the step's sampled codes; the conflict code from the last refresh
             full = torch.cat([out.codes, self.conflict[items, None]], dim=1)
         tokens = self.vocab.codes_to_tokens(full)
-        extras = label_soft = None
+        extra = label_soft = None  # [U, m, d] additions to the m code tokens' embeddings (the conflict token's: 0)
         if self.joint.coupling is Coupling.GRADIENT:
-            extra = torch.stack([p(out.level_embs[:, j]) for j, p in enumerate(self.proj)], dim=1)  # [U, m, d]
-            extras = torch.cat([extra, extra.new_zeros(len(items), 1, extra.shape[-1])], dim=1)
+            extra = torch.stack([p(out.level_embs[:, j]) for j, p in enumerate(self.proj)], dim=1)
         elif self.joint.coupling is Coupling.EMBEDDINGS:
             # Eq. 7-8 as the authors' true-e2e code does it: the token the recommender reads is the hard one (its
             # embedding row, exactly Two-Stage's forward); the gradient reaches the assignment through the
@@ -174,7 +173,7 @@ class JointTokenizer(nn.Module):
                 raise ValueError("coupling='embeddings' needs the recommender's token table (embed_table)")
             label_soft = out.soft_probs - out.soft_probs.detach()
             extra = soft_token_embeddings(label_soft, embed_table, self.vocab)
-            extras = torch.cat([extra, extra.new_zeros(len(items), 1, extra.shape[-1])], dim=1)
+        extras = None if extra is None else torch.cat([extra, extra.new_zeros(len(items), 1, extra.shape[-1])], 1)
         return BatchSID(tokens, extras, out.codes, out.det_codes, full[:, :-1], out, label_soft)
 
     @torch.no_grad()

@@ -13,6 +13,8 @@ import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
+from .paths import rqvae_name
+
 ENCODE, PRETRAIN, TRAIN = "02_encode_item_text", "03_pretrain_rqvae", "04_train_recommender"
 
 
@@ -30,7 +32,7 @@ def ids_file(artifacts_dir: Path | str, data_root: Path | str, dataset: str, *, 
     LETTER's ``<dataset>.index.json`` (``ids="letter"``)."""
     if ids == "letter":
         return Path(data_root) / dataset / f"{dataset}.index.json"
-    return Path(artifacts_dir) / dataset / f"rqvae_K{K}_m{m}" / "codes.npy"
+    return Path(artifacts_dir) / dataset / rqvae_name(K, m) / "codes.npy"  # paths.rqvae_dir, without creating it
 
 
 def stale_reason(stem: str, params: Mapping[str, Any], finished: Mapping[str, Any] | None,
@@ -52,8 +54,9 @@ def stale_reason(stem: str, params: Mapping[str, Any], finished: Mapping[str, An
         if missing:
             return f"its tokenizer ({', '.join(missing)} in {codes.parent}) is not in the artifacts"
         recorded = (finished or {}).get("codes_sha256")
-        if recorded and recorded != sha256_file(codes):
-            return f"the artifacts hold another tokenizer (codes.npy {sha256_file(codes)[:12]}, run {recorded[:12]})"
+        now = sha256_file(codes) if recorded else ""
+        if recorded and recorded != now:
+            return f"the artifacts hold another tokenizer (codes.npy {now[:12]}, run {recorded[:12]})"
         return None
     if stem != TRAIN or params.get("method") == "most_popular":
         return None

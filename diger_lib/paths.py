@@ -83,6 +83,11 @@ def dataset_artifacts(artifacts_dir: Path | str, dataset: str) -> Path:
     return d
 
 
+def rqvae_name(K: int, m: int) -> str:
+    """The folder name of a tokenizer of K codes per level and m levels, under ``<artifacts_dir>/<dataset>``."""
+    return f"rqvae_K{K}_m{m}"
+
+
 def rqvae_dir(artifacts_dir: Path | str, dataset: str, K: int, m: int) -> Path:
     """Where notebook 03 saves a tokenizer of K codes per level and m levels (``rqvae.pt``, ``codes.npy``)."""
-    return dataset_artifacts(artifacts_dir, dataset) / f"rqvae_K{K}_m{m}"
+    return dataset_artifacts(artifacts_dir, dataset) / rqvae_name(K, m)
