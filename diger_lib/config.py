@@ -265,6 +265,9 @@ class JointConfig:
     tokenizer_train: TokenizerTrain = TokenizerTrain.ALL  # which tokenizer parameters the tokenizer optimiser moves
     proj_init: ProjInit = ProjInit.RANDOM  # initialisation of the projections W_j
     eval_ids: EvalIDs = EvalIDs.REFRESHED  # which IDs validation and test read
+    # section 4.3 trains the tokenizer on L_gen + L_vq + L_recon; False leaves L_gen alone (a diagnostic: is the drift
+    # L_gen's or the tokenizer's own losses'?)
+    tokenizer_losses: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", _enum(Labels, self.labels, "labels"))
@@ -275,6 +278,9 @@ class JointConfig:
         object.__setattr__(self, "coupling", _enum(Coupling, self.coupling, "coupling"))
         object.__setattr__(self, "tokenizer_train", _enum(TokenizerTrain, self.tokenizer_train, "tokenizer_train"))
         object.__setattr__(self, "proj_init", _enum(ProjInit, self.proj_init, "proj_init"))
+        _check(isinstance(self.tokenizer_losses, bool), f"tokenizer_losses={self.tokenizer_losses!r} must be True or False")
+        _check(self.tokenizer_losses or self.coupling is not Coupling.NONE,
+               "tokenizer_losses=False with coupling='none' leaves the tokenizer no loss to learn from")
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,12 @@ class JointTokenizer(nn.Module):
         """Parameters the tokenizer's optimiser moves (the others are frozen)."""
         return tokenizer_params(self.rqvae, self.joint.tokenizer_train, lr)
 
+    def own_loss(self, sid: "BatchSID") -> torch.Tensor | None:
+        """L_vq + L_recon to send back through the tokenizer with L_gen (section 4.3); None when no tokenizer
+        parameter trains or ``tokenizer_losses`` is off."""
+        loss = sid.out.loss_vq + sid.out.loss_recon
+        return loss if loss.requires_grad and self.joint.tokenizer_losses else None
+
     # -- Forward --------------------------------------------------------------------------------------
     def batch_sid(self, items: torch.Tensor, count: torch.Tensor | None = None,
                   embed_table: torch.Tensor | None = None) -> BatchSID:

@@ -141,9 +141,7 @@ class DataParallelTrainer(Trainer):
         """This rank's share of the step (module docstring), then the gradient all-reduce."""
         input_ids, mask, labels, input_extra, decoder_extra, sid, _ = inputs
         n_labels = int((labels != -100).sum())  # the global batch's label tokens weight every share
-        sid_loss = None if sid is None else sid.out.loss_vq + sid.out.loss_recon
-        if sid_loss is not None and (not sid_loss.requires_grad or self.group.rank != 0):
-            sid_loss = None  # L_vq + L_recon counted once, on rank 0
+        sid_loss = None if sid is None or self.group.rank != 0 else self.joint.own_loss(sid)  # counted once, on rank 0
         rows = self.group.rows(len(input_ids))
 
         def cut(t: torch.Tensor | None) -> torch.Tensor | None:

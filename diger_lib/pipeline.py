@@ -117,6 +117,8 @@ def _joint_view(joint: JointConfig) -> dict[str, Any]:
     out = to_dict(joint)
     if joint.eval_ids is EvalIDs.REFRESHED:
         out.pop("eval_ids")
+    if joint.tokenizer_losses:
+        out.pop("tokenizer_losses")
     return out
 
 

@@ -312,9 +312,7 @@ class Trainer:
         """Backpropagate one batch (``inputs`` from ``_step_inputs``): L_gen, and for joint methods L_vq + L_recon
         through the tokenizer (section 4.3). ``idx`` are the batch's training samples."""
         input_ids, mask, labels, input_extra, decoder_extra, sid, _ = inputs
-        sid_loss = None if sid is None else sid.out.loss_vq + sid.out.loss_recon
-        if sid_loss is not None and not sid_loss.requires_grad:  # frozen tokenizer: nothing to send back
-            sid_loss = None
+        sid_loss = None if sid is None else self.joint.own_loss(sid)
         l_gen = gen_backward(self.model, self.cfg.micro_batch_size, input_ids, mask, labels, input_extra,
                              decoder_extra, sid_loss, label_soft=None if sid is None else sid.label_soft)
         loss = l_gen

@@ -384,3 +384,26 @@ def test_embeddings_coupling_trains_end_to_end(tmp_path):
     cb0 = tr.joint.rqvae.codebooks.detach().clone()
     tr.train_epoch(1)
     assert not torch.equal(cb0, tr.joint.rqvae.codebooks)  # L_gen (+ L_vq, L_recon) moved the codebooks
+
+
+@pytest.mark.parametrize("own", [True, False])
+def test_tokenizer_losses_switch_leaves_lgen_alone(own, tmp_path):
+    """tokenizer_losses=False: the tokenizer's gradient is L_gen's alone; True adds L_vq + L_recon (section 4.3)."""
+    tr = _embeddings_setup(tmp_path, tokenizer_losses=own)
+    gen_enc, gen_cb = _tok_grads(tr)  # L_gen alone, every path
+    tr.joint.generator.manual_seed(0)  # the same noise again
+    idx = np.arange(len(tr.split.train))[:64]
+    inputs = tr._step_inputs(idx, tr.split.train)
+    sid = inputs[5]  # the tokenizer's own losses on these codes
+    extra = torch.autograd.grad(sid.out.loss_vq + sid.out.loss_recon, tr.joint.rqvae.codebooks, retain_graph=True)[0]
+    assert extra.abs().sum() > 0
+    tr.model.zero_grad(); tr.joint.zero_grad()
+    tr._batch_backward(idx, inputs)
+    torch.testing.assert_close(tr.joint.rqvae.codebooks.grad, gen_cb + extra if own else gen_cb, rtol=1e-4, atol=1e-7)
+
+
+def test_tokenizer_losses_off_needs_a_coupling():
+    with pytest.raises(ConfigError, match="tokenizer_losses=False with coupling='none'"):
+        JointConfig(coupling="none", tokenizer_losses=False)
+    with pytest.raises(ConfigError, match="must be True or False"):
+        JointConfig(tokenizer_losses="no")
