@@ -94,8 +94,9 @@ class PeerConfig:
 
 class Timing(NamedTuple):
     tokenizer_seconds: float  # cornac's RQ-VAE (0 with ids="ours")
-    train_seconds: float  # the seq2seq training steps alone (fit minus tokenizer and validation)
+    train_seconds: float  # the seq2seq training loop alone (its epochs' batches: forward, backward, AdamW)
     valid_seconds: float  # validation decoding inside fit
+    setup_seconds: float  # the rest of fit: cornac's data maps, ID trie, model construction
     samples_seen: int  # training samples the model stepped on
     steps: int
 
@@ -150,7 +151,7 @@ class _Stream:
 
     def __init__(self, split: Split, cfg: PeerConfig, record: list | None = None):
         self.split, self.cfg, self.record = split, cfg, record
-        self.epoch, self.samples, self.steps = 0, 0, 0
+        self.epoch, self.samples, self.steps, self.seconds = 0, 0, 0, 0.0
 
     def __call__(self, train_set, pad_index, batch_size, max_len, **_) -> Iterator[tuple]:
         self.epoch += 1
@@ -158,6 +159,7 @@ class _Stream:
         subset = epoch_subset(len(s), cfg.samples_per_epoch, cfg.seed, self.epoch)
         idx = np.arange(len(s)) if subset is None else subset
         idx = np.random.default_rng(cfg.seed * 1000 + self.epoch).permutation(idx)
+        t = time.perf_counter()  # from here to the epoch's end: cornac's training steps (and this batching)
         for b in range(0, len(idx), batch_size):
             rows = idx[b:b + batch_size]
             hist = B._left_padded(s.history[rows], s.length[rows], max_len, pad_index)
@@ -165,6 +167,7 @@ class _Stream:
                 self.record.append((rows, s.user[rows], hist, s.target[rows]))
             self.samples, self.steps = self.samples + len(rows), self.steps + 1
             yield s.user[rows], hist, s.target[rows]
+        self.seconds += time.perf_counter() - t
 
 
 @contextmanager
@@ -229,8 +232,8 @@ def fit(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), code
     B.check_identity_maps(model, split.n_items)
     wall = time.perf_counter() - t0
     s = model.seconds
-    return model, sel, Timing(s["tokenizer"], wall - s["tokenizer"] - s["valid"], s["valid"], stream.samples,
-                              stream.steps)
+    return model, sel, Timing(s["tokenizer"], stream.seconds, s["valid"],
+                              wall - s["tokenizer"] - s["valid"] - stream.seconds, stream.samples, stream.steps)
 
 
 def run(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), codes: np.ndarray | None = None,
@@ -253,7 +256,7 @@ def record(run_: PeerRun, cfg: PeerConfig, n_users: int) -> dict[str, Any]:
             "best_epoch": run_.best_epoch, "epochs_run": len(run_.history), "n_test_users": n_test,
             "all_test_users": n_test == n_users, "samples_seen": t.samples_seen, "train_steps": t.steps,
             "tokenizer_seconds": t.tokenizer_seconds, "train_seconds": t.train_seconds,
-            "valid_seconds": t.valid_seconds, "test_decode_seconds": run_.test_seconds,
+            "valid_seconds": t.valid_seconds, "setup_seconds": t.setup_seconds, "test_decode_seconds": run_.test_seconds,
             "train_samples_per_s": t.samples_seen / max(t.train_seconds, 1e-9),
             "decode_users_per_s": n_test / max(run_.test_seconds, 1e-9), "cornac": cornac.__version__,
             "collisions": int((run_.model.sid_table[:, -1] > 0).sum())}
