@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha2
 PROFILE ?= quick
 WORKERS ?= 2
 
-.PHONY: setup data quick smoke paper paper-cpu paper-two-stage baselines test test-fast test-browser diagnosis
+.PHONY: setup data quick smoke paper paper-cpu paper-two-stage baselines peer-tiger test test-fast test-browser diagnosis
 
 # The git diff driver and the nbstripout filter are set with paths relative to the repository: git runs them from
 # the top of the working tree, so each clone and each worktree (worktrees share one .git/config) uses its own venv.
@@ -53,6 +53,11 @@ paper-two-stage: data
 # "Conventional baselines (cornac)" sizes it). Resumable per run with --skip-finished; SASRec is UniGRec's teacher.
 baselines: data
 	$(VPY) -m diger_lib.runner --profile baselines --skip-finished $(RUNNER_ARGS)
+
+# Issue 10, part 2: cornac's TIGER beside our Two-Stage at the diagnosis budget (notebook 04b; needs the diagnosis
+# profile's embeddings and tokenizer in $DIGER_ARTIFACTS/diagnosis). Speed alone: benchmarks/bench_peer_tiger.py.
+peer-tiger: data
+	$(VPY) -m diger_lib.runner --profile peer_tiger --skip-finished $(RUNNER_ARGS)
 
 test: data
 	$(VPY) -m pytest -q

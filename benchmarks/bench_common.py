@@ -23,6 +23,7 @@ class Bench(NamedTuple):
     item_codes: torch.Tensor  # [N_items, 4] unique codes
     vocab: SIDVocab
     source: str
+    split: D.Split  # the whole leave-one-out split the samples come from
 
 
 def load_bench_data(data_root: str, dataset: str, split: str = "train", seed: int = 0) -> Bench:
@@ -36,7 +37,7 @@ def load_bench_data(data_root: str, dataset: str, split: str = "train", seed: in
         sp = D.split_leave_one_out(seqs, max_history=20)
         codes, K, _ = load_letter_ids(data_root, dataset, sp.n_items)  # the same IDs as notebook 04's ids="letter"
         return Bench(getattr(sp, split), torch.from_numpy(codes), SIDVocab(codes.shape[1], K),
-                     f"{dataset} ({split}, LETTER IDs)")
+                     f"{dataset} ({split}, LETTER IDs)", sp)
     # synthetic: Beauty-like sequence lengths (geometric-ish, 5 to 50 items), 12,101 items with random IDs
     rng = np.random.default_rng(seed)
     n_items = 12101
@@ -44,7 +45,8 @@ def load_bench_data(data_root: str, dataset: str, split: str = "train", seed: in
     sp = D.split_leave_one_out(seqs, max_history=20)
     codes = np.unique(rng.integers(0, 256, size=(2 * n_items, 4)), axis=0)[:n_items]
     codes = codes[rng.permutation(len(codes))]
-    return Bench(getattr(sp, split), torch.from_numpy(codes), SIDVocab(4, 256), f"synthetic ({split}; no {data_root}/{dataset})")
+    return Bench(getattr(sp, split), torch.from_numpy(codes), SIDVocab(4, 256), f"synthetic ({split}; no {data_root}/{dataset})",
+                 sp)
 
 
 def build_models(cfg: RecommenderConfig, vocab: SIDVocab, seed: int = 0):

@@ -267,6 +267,16 @@ def _baselines() -> list[Step]:
             for ds in ("Beauty", "Instruments", "Yelp") for m, epochs in _BASELINE_EPOCHS.items()]
 
 
+# Issue 10, part 2: a peer's TIGER (cornac, notebook 04b) beside our Two-Stage on Beauty at the diagnosis budget (4 x
+# 65,536 samples, the same subsets; T5 2+2, d_model 128; beam 20), on the diagnosis profile's MiniLM embeddings and
+# tokenizer ($DIGER_ARTIFACTS/diagnosis), set beside its ts_cosine row (the same warm-up + cosine shape). With cornac's
+# own RQ-VAE, then with our IDs (the tokenizer out of the comparison). Each run ~2.5 h wall beside a 2-process batch.
+def _peer_tiger() -> list[Step]:
+    d = dict(dataset="Beauty", artifacts_dir="diagnosis", compare_run="diagnosis/04_train_recommender__ts_cosine")
+    return [("04b_peer_tiger", "Beauty__cornac_ids__s2026", dict(d, ids="cornac")),
+            ("04b_peer_tiger", "Beauty__our_ids__s2026", dict(d, ids="ours"))]
+
+
 def _paper_two_stage() -> list[Step]:
     """Issue "Speed", the payoff: Two-Stage on Beauty at the paper's full size (T5 6+6, every training sample per
     epoch, validation on every user, patience 10). Each call trains for at most 115 minutes and then reports its
@@ -305,7 +315,7 @@ def _paper() -> list[Step]:
 
 
 PROFILES = {"smoke": _smoke, "quick": _quick, "dynamics": _dynamics, "dynamics_gaussian": _dynamics_gaussian,
-            "diagnosis": _diagnosis, "paper_cpu": _paper_cpu, "unigrec": _unigrec, "baselines": _baselines,
+            "diagnosis": _diagnosis, "paper_cpu": _paper_cpu, "unigrec": _unigrec, "baselines": _baselines, "peer_tiger": _peer_tiger,
             "paper_two_stage": _paper_two_stage, "paper": _paper}
 
 

@@ -40,3 +40,10 @@ def test_bench_ddp_runs(tmp_path):
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "2 processes (1 threads each)" in out.stdout and "speed-up 2 / 1:" in out.stdout
+
+
+@pytest.mark.benchmarks  # trains both sides on a few synthetic samples and decodes a few users
+def test_bench_peer_tiger_runs(tmp_path):
+    out = _run("bench_peer_tiger.py", "--samples", "64", "--users", "4", tmp_path=tmp_path)
+    assert "synthetic" in out and "train  peer (cornac), batch 64" in out
+    assert "ratio ours / peer: training" in out and "diagnosis budget, peer:" in out

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import papermill as pm
 import pytest
 
-from diger_lib import runner
+from diger_lib import records, runner
 from diger_lib.profiles import PROFILES, load_profile_file, steps_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def _stored(path: Path) -> str:
 def test_notebooks_are_the_source_and_stored_stripped():
     """The .ipynb files are the source (no builder regenerates them). What git stores has no outputs; a notebook
     run in JupyterLab may have outputs in the working tree, which the nbstripout filter removes on `git add`."""
-    assert len(NOTEBOOKS) == 7
+    assert len(NOTEBOOKS) == 8
     assert not (ROOT / "scripts" / "build_notebooks.py").exists()
     attrs = (ROOT / ".gitattributes").read_text()
     assert "notebooks/*.ipynb filter=nbstripout" in attrs
@@ -205,3 +206,33 @@ def test_conventional_baselines_notebook_on_the_fixture(tmp_path):
     assert m["label"] == "SASRec" and (run / "test_ranks.txt.gz").is_file()
     assert (tmp_path / "art" / "Tiny" / "teachers" / "sasrec" / "item_emb.npy").is_file()
     assert "| Tiny | SASRec |" in (tmp_path / "fig" / "table3.md").read_text()
+
+
+@pytest.mark.notebooks
+def test_peer_tiger_notebook_on_the_fixture(tmp_path):
+    """Notebook 04b through papermill on the fixture (cornac's TIGER, tiny model, 2 x 64 samples): notebook 04's
+    metrics keys, the budget it recorded, per-user test ranks over all test users, and the table beside a Two-Stage."""
+    art, runs = tmp_path / "art", tmp_path / "runs"
+    (art / "t" / "Tiny").mkdir(parents=True)
+    n_items = len(json.loads((ROOT / "tests" / "fixtures" / "Tiny" / "Tiny.item.json").read_text()))
+    np.save(art / "t" / "Tiny" / "item_emb.npy", np.random.default_rng(0).normal(size=(n_items, 12)).astype("float32"))
+    ts = runs / "other" / "04_train_recommender__ts"
+    ts.mkdir(parents=True)
+    (ts / "metrics.json").write_text(json.dumps({"label": "Two-Stage", "R@5": 0.1, "R@10": 0.2, "N@5": 0.05, "N@10": 0.08}))
+    run = runs / "t" / "04b_peer_tiger__Tiny"
+    env = dict(os.environ, DIGER_ARTIFACTS=str(art), OMP_NUM_THREADS="1")
+    params = dict(dataset="Tiny", data_root="tests/fixtures", epochs=2, samples_per_epoch=64, batch_size=16,
+                  warmup_steps=2, n_encoder_layers=1, n_decoder_layers=1, d_model=16, d_ff=32, n_heads=2, d_kv=8,
+                  codebook_size=8, rqvae_epochs=2, max_eval_users=20, compare_run="other/04_train_recommender__ts",
+                  out_dir=str(run), figures_dir=str(tmp_path / "fig"), runs_dir=str(runs / "t"), profile="t")
+    args = [a for k, v in params.items() for a in ("-p", k, str(v))]
+    out = subprocess.run([sys.executable, "-m", "papermill", "notebooks/04b_peer_tiger.ipynb",
+                          str(tmp_path / "out.ipynb"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert {"R@5", "R@10", "N@5", "N@10", "valid_R@10", "valid_N@10", "label", "dataset"} <= set(m)
+    assert m["samples_seen"] == 128 and m["all_test_users"] is True and m["peer_ids"] == "cornac"
+    assert len(records.read_ranks(run / "test_ranks.txt.gz")) == m["n_test_users"]
+    table = (tmp_path / "fig" / "peer_tiger.md").read_text()
+    assert "TIGER (cornac)" in table and "Two-Stage" in table

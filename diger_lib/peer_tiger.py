@@ -1,0 +1,262 @@
+"""A peer's TIGER (cornac 3.0.1, ``cornac.models.tiger``) on our split, our item embeddings and our metric code: a
+cross-check of our Two-Stage (issue 10, part 2).
+
+cornac's model, tokenizer, loss, optimiser, schedule and beam search run unchanged; four hooks of a subclass make
+the comparison exact and nothing else:
+
+- **Items**: our MiniLM item embeddings (notebook 02's ``item_emb.npy``, row i = item i) are cornac's item features;
+  with ``ids="cornac"`` cornac trains its own RQ-VAE on them (its constructor defaults have our tokenizer's shape);
+  with ``ids="ours"`` it reads notebook 03's codes (3 levels; cornac appends its own collision level).
+- **Budget in samples seen**: cornac's epoch iterator is replaced by ours over ``split.train`` (the user's training
+  part ``s[:-2]``; cornac's prefix iterator yields the same samples): epoch e draws the very subset our Two-Stage
+  draws (``training.epoch_subset``), shuffled into cornac's batch size. Its warm-up + cosine schedule then spans
+  ``epochs * ceil(samples_per_epoch / batch_size)`` steps (cornac's spans its whole-data epochs).
+- **Selection**: cornac's best-on-validation hook runs our metric (NDCG@10) on our first ``max_eval_users``
+  validation users, every epoch, with cornac's own beam search; cornac restores the best epoch's weights.
+- **Test**: cornac's own per-user ``score`` (beam search, ``n_beams`` = 20; items off the beams get -1e10) over the
+  whole catalogue for every test user, then ``baselines.evaluate`` (top 10, ties to the lower id): the functions
+  every other row uses.
+
+Training and decoding wall times are recorded separately (tokenizer, training steps, validation, test decoding).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+from cornac.models.tiger import TIGER
+
+from . import baselines as B
+from .config import ConfigError
+from .data import Split
+from .training import epoch_subset
+
+
+class PeerIds(str, Enum):
+    CORNAC = "cornac"  # cornac's own RQ-VAE, trained on our item embeddings
+    OURS = "ours"  # notebook 03's codes.npy (its first n_levels columns)
+
+
+# The seq2seq recipe: Paischer et al.'s (cornac's PAISCHER_CONFIG, verbatim: dropout 0.2, AdamW lr 3e-4, weight decay
+# 0.035, batch 64, warm-up then cosine), at our model's size (T5 2+2 layers, d_model 128, 4 heads x d_kv 64, d_ff 512:
+# the diagnosis budget's Two-Stage), so the two differ in implementation and recipe, not in size. Warm-up: 500 steps,
+# the diagnosis profile's cosine rows (PAISCHER's 10,000 exceed the whole budget of 4,096 steps at batch 64).
+@dataclass(frozen=True)
+class PeerConfig:
+    epochs: int = 4  # validation checks; the budget is epochs x samples_per_epoch samples
+    samples_per_epoch: int = 65536  # 0 = every training sample per epoch (then the same set every epoch)
+    batch_size: int = 64  # PAISCHER
+    lr: float = 3e-4  # PAISCHER
+    weight_decay: float = 0.035  # PAISCHER
+    dropout: float = 0.2  # PAISCHER
+    lr_schedule: str = "cosine"  # cornac: constant | cosine (linear warm-up, then cosine to 0 over the budget)
+    warmup_steps: int = 500  # the diagnosis profile's cosine rows
+    n_encoder_layers: int = 2  # ours at the diagnosis budget
+    n_decoder_layers: int = 2
+    d_model: int = 128
+    d_ff: int = 512  # ours (cornac's default 1024)
+    n_heads: int = 4  # ours (cornac's default 6)
+    d_kv: int = 64
+    beam_size: int = 20  # ours (cornac's default 20; PAISCHER 30)
+    topk: int = 10
+    max_history: int = 20  # items the encoder reads (cornac's max_len)
+    max_eval_users: int = 5000  # validation users per check (0 = all); test always uses all
+    ids: PeerIds = PeerIds.CORNAC
+    n_levels: int = 3  # semantic-ID levels before the collision level (ours: m = 3)
+    codebook_size: int = 256  # codes per level (ours: K = 256)
+    rqvae_epochs: int = 200  # cornac's default (ids="cornac" only)
+    seed: int = 2026
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", PeerIds(self.ids))
+        for name in ("epochs", "batch_size", "n_encoder_layers", "n_decoder_layers", "d_model", "d_ff", "n_heads",
+                     "d_kv", "beam_size", "topk", "max_history", "n_levels", "codebook_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"peer TIGER: {name}={getattr(self, name)} must be >= 1")
+        if self.beam_size < self.topk:
+            raise ConfigError(f"peer TIGER: beam_size={self.beam_size} must be >= topk={self.topk}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"peer TIGER: lr_schedule={self.lr_schedule!r} must be 'constant' or 'cosine'")
+        if min(self.samples_per_epoch, self.warmup_steps, self.max_eval_users, self.rqvae_epochs) < 0 or self.lr <= 0:
+            raise ConfigError("peer TIGER: samples_per_epoch, warmup_steps, max_eval_users, rqvae_epochs must be >= 0 "
+                              "and lr > 0")
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        n = self.samples_per_epoch if 0 < self.samples_per_epoch < n_train else n_train
+        return math.ceil(n / self.batch_size)
+
+
+class Timing(NamedTuple):
+    tokenizer_seconds: float  # cornac's RQ-VAE (0 with ids="ours")
+    train_seconds: float  # the seq2seq training loop alone (its epochs' batches: forward, backward, AdamW)
+    valid_seconds: float  # validation decoding inside fit
+    setup_seconds: float  # the rest of fit: cornac's data maps, ID trie, model construction
+    samples_seen: int  # training samples the model stepped on
+    steps: int
+
+
+class PeerRun(NamedTuple):
+    model: Any  # the fitted cornac TIGER at its best epoch
+    history: list[dict[str, Any]]  # one row per validation check (notebook 04's columns)
+    best_epoch: int
+    timing: Timing
+    test: B.Evaluation | None  # None when not tested
+    test_seconds: float  # decoding the test users (cornac's per-user beam search)
+
+
+class _PeerTIGER(TIGER):
+    """cornac's TIGER with the hooks the module docstring lists (tokenizer, schedule, validation); the rest is its."""
+
+    def __init__(self, *, codes: np.ndarray | None, total_steps: int, on_validate: Callable[[], float], **kwargs):
+        super().__init__(**kwargs)
+        self._codes, self._total_steps, self._on_validate = codes, total_steps, on_validate
+        self.seconds = {"tokenizer": 0.0, "valid": 0.0}
+
+    def _tokenize(self, torch, feats_t):
+        t = time.perf_counter()
+        codes = super()._tokenize(torch, feats_t) if self._codes is None else self._codes
+        self.seconds["tokenizer"] += time.perf_counter() - t
+        return codes
+
+    def _make_lr_scheduler(self, torch, opt):  # cornac's lambda; total steps from the budget, not its epochs
+        if self.lr_schedule != "cosine":
+            return None
+        warm, total = self.warmup_steps, self._total_steps
+
+        def lr_lambda(step):
+            if step < warm:
+                return (step + 1) / max(1, warm)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+        return torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+    def _val_sessions(self, val_set):
+        return None  # our validation users, read by on_validate
+
+    def _validate(self, val_sessions, metric):
+        t = time.perf_counter()
+        score = self._on_validate()
+        self.seconds["valid"] += time.perf_counter() - t
+        return score
+
+
+class _Stream:
+    """What cornac's training loop iterates, epoch by epoch: our training samples (``epoch_subset``'s draw, shuffled
+    into batches), as cornac's ``session_seq_iter`` yields them: (users, left-padded histories, next items)."""
+
+    def __init__(self, split: Split, cfg: PeerConfig, record: list | None = None):
+        self.split, self.cfg, self.record = split, cfg, record
+        self.epoch, self.samples, self.steps, self.seconds = 0, 0, 0, 0.0
+
+    def __call__(self, train_set, pad_index, batch_size, max_len, **_) -> Iterator[tuple]:
+        self.epoch += 1
+        s, cfg = self.split.train, self.cfg
+        subset = epoch_subset(len(s), cfg.samples_per_epoch, cfg.seed, self.epoch)
+        idx = np.arange(len(s)) if subset is None else subset
+        idx = np.random.default_rng(cfg.seed * 1000 + self.epoch).permutation(idx)
+        t = time.perf_counter()  # from here to the epoch's end: cornac's training steps (and this batching)
+        for b in range(0, len(idx), batch_size):
+            rows = idx[b:b + batch_size]
+            hist = B._left_padded(s.history[rows], s.length[rows], max_len, pad_index)
+            if self.record is not None:
+                self.record.append((rows, s.user[rows], hist, s.target[rows]))
+            self.samples, self.steps = self.samples + len(rows), self.steps + 1
+            yield s.user[rows], hist, s.target[rows]
+        self.seconds += time.perf_counter() - t
+
+
+@contextmanager
+def _stream_in(model: TIGER, stream: _Stream) -> Iterator[None]:
+    """Within this block cornac's TIGER trains on ``stream`` (its module's ``session_seq_iter`` global)."""
+    module = inspect.getmodule(TIGER._fit_seq2seq)
+    if not hasattr(module, "session_seq_iter"):
+        raise TypeError("cornac's TIGER has no session_seq_iter to replace (cornac changed?)")
+    old = module.session_seq_iter
+    module.session_seq_iter = stream
+    try:
+        yield
+    finally:
+        module.session_seq_iter = old
+
+
+def training_dataset(split: Split, item_emb: np.ndarray, seed: int = 0):
+    """``baselines.sequential_dataset`` (each user's training part, identity maps) with our item embeddings as
+    cornac's item features (row i = item i, every item of the catalogue)."""
+    from cornac.data import FeatureModality
+
+    if item_emb.shape[0] != split.n_items:
+        raise ValueError(f"item embeddings have {item_emb.shape[0]} rows for {split.n_items} items")
+    ds = B.sequential_dataset(split, seed)
+    ds.add_modalities(item_feature=FeatureModality(features=np.asarray(item_emb, dtype=np.float32),
+                                                   ids=list(range(split.n_items))))
+    return ds
+
+
+def fit(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), codes: np.ndarray | None = None,
+        log: Callable[[str], None] = print, record: list | None = None) -> tuple[Any, B.Selection, Timing]:
+    """Train cornac's TIGER for ``epochs x samples_per_epoch`` samples, validating (our metric) after each epoch;
+    returns the model at its best epoch. ``codes`` [N, >= n_levels] (``ids="ours"``): notebook 03's IDs. ``record``
+    collects every batch cornac trains on as (rows of ``split.train``, users, left-padded histories, targets)."""
+    if (cfg.ids is PeerIds.OURS) != (codes is not None):
+        raise ValueError(f"ids={cfg.ids.value!r} {'needs' if codes is None else 'takes no'} codes")
+    stream, t0 = _Stream(split, cfg, record), time.perf_counter()
+    holder: dict[str, Any] = {}
+
+    def valid() -> dict[str, float]:
+        return B.evaluate(B.reference_scorer(holder["m"]), split.valid, cfg.topk, max_users=cfg.max_eval_users).metrics
+
+    sel = B.Selection(valid, patience=cfg.epochs + 1, snapshot=lambda: None)  # cornac keeps the best weights itself
+
+    def on_validate() -> float:
+        score = sel.check(stream.epoch, time.perf_counter() - t0)
+        log(f"  epoch {stream.epoch}: {stream.samples:,} samples, valid N@10 {score:.4f} "
+            f"(best {sel.best:.4f} at epoch {sel.best_epoch})")
+        return score
+
+    model = holder["m"] = _PeerTIGER(
+        codes=None if codes is None else np.asarray(codes)[:, :cfg.n_levels].astype(np.int64),
+        total_steps=cfg.epochs * cfg.steps_per_epoch(len(split.train)), on_validate=on_validate,
+        name="TIGER (cornac)", rqvae_num_levels=cfg.n_levels, rqvae_codebook_size=cfg.codebook_size, rqvae_n_epochs=cfg.rqvae_epochs,
+        d_model=cfg.d_model, d_ff=cfg.d_ff, num_heads=cfg.n_heads, d_kv=cfg.d_kv, num_enc_layers=cfg.n_encoder_layers,
+        num_dec_layers=cfg.n_decoder_layers, dropout=cfg.dropout, max_len=cfg.max_history, n_epochs=cfg.epochs,
+        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, lr_schedule=cfg.lr_schedule,
+        warmup_steps=cfg.warmup_steps, model_selection="best", val_eval_every=1, val_k=cfg.topk, scoring="beam",
+        n_beams=cfg.beam_size, device="cpu", seed=cfg.seed)
+    with _stream_in(model, stream):
+        model.fit(training_dataset(split, item_emb, cfg.seed), val_set=B._OurValidation())
+    B.check_identity_maps(model, split.n_items)
+    wall = time.perf_counter() - t0
+    s = model.seconds
+    return model, sel, Timing(s["tokenizer"], stream.seconds, s["valid"],
+                              wall - s["tokenizer"] - s["valid"] - stream.seconds, stream.samples, stream.steps)
+
+
+def run(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), codes: np.ndarray | None = None,
+        log: Callable[[str], None] = print, max_test_users: int = 0) -> PeerRun:
+    """``fit``, then the test: every item scored for every test user (or the first ``max_test_users``), timed."""
+    model, sel, timing = fit(split, item_emb, cfg, codes, log)
+    t = time.perf_counter()
+    test = B.evaluate(B.reference_scorer(model), split.test, cfg.topk, max_users=max_test_users)
+    return PeerRun(model, sel.history, sel.best_epoch, timing, test, time.perf_counter() - t)
+
+
+def record(run_: PeerRun, cfg: PeerConfig, n_users: int) -> dict[str, Any]:
+    """The flat metrics.json fields of a run beside notebook 04's: metrics, budget, and the speeds."""
+    import cornac
+
+    t, n_test = run_.timing, len(run_.test.ranks)
+    best = next((h for h in run_.history if h["epoch"] == run_.best_epoch), {})
+    return {**{f"peer_{k}": (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items()},
+            **run_.test.metrics, **{f"valid_{k[4:]}": v for k, v in best.items() if k.startswith("val_") and k != "val_ndcg10"},
+            "best_epoch": run_.best_epoch, "epochs_run": len(run_.history), "n_test_users": n_test,
+            "all_test_users": n_test == n_users, "samples_seen": t.samples_seen, "train_steps": t.steps,
+            "tokenizer_seconds": t.tokenizer_seconds, "train_seconds": t.train_seconds,
+            "valid_seconds": t.valid_seconds, "setup_seconds": t.setup_seconds, "test_decode_seconds": run_.test_seconds,
+            "train_samples_per_s": t.samples_seen / max(t.train_seconds, 1e-9),
+            "decode_users_per_s": n_test / max(run_.test_seconds, 1e-9), "cornac": cornac.__version__,
+            "collisions": int((run_.model.sid_table[:, -1] > 0).sum())}
