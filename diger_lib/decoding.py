@@ -104,8 +104,9 @@ def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mas
             node = torch.zeros(B, dtype=torch.long, device=dev)
             score = torch.zeros(B, device=dev)
             cache, nb = None, 1
+            rows = 1 + (vocab.n_tokens - 1) * beam_size  # cached hypotheses per user over the whole search
             for j in range(vocab.n_tokens):
-                out = model.decode_step(tokens, cross, cache, token_table=token_table)
+                out = model.decode_step(tokens, cross, cache, capacity=rows, token_table=token_table)
                 off = vocab.level_offset(j)  # level j owns tokens [off, off + K)
                 logp = torch.log_softmax(out.logits.float(), dim=-1)[:, off:off + K]  # [B*nb, K]
                 child = trie.next[j][node.clamp(min=0)].long()  # [B*nb, K]; -1 = not in the trie
