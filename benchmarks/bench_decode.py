@@ -7,14 +7,15 @@ Beauty's test users (history = the last 20 items before the held-out one, LETTER
 1. HF ``T5ForConditionalGeneration.generate(num_beams=20, num_return_sequences=10, max_new_tokens=4,
    prefix_allowed_tokens_fn=<dict trie>)`` on ``--hf-users`` users (LETTER's evaluation) vs
    ``constrained_beam_search`` on the same users: users/s, ratio, share of users with identical top-10.
-2. ours alone through ``recommend`` (chunks of 64, sorted by length) on ``--users`` users, extrapolated to
-   all test users; ``--all`` decodes every one of them.
+2. ours alone through ``recommend`` (chunks of 64 sorted by length, searched by ``--threads`` single-threaded
+   workers at once) on ``--users`` users, extrapolated to all test users; ``--all`` decodes every one of them.
 3. ``--baseline-rounds N``: ``recommend`` against the search as it was before issue 11 part 2
-   (``decode_baseline.py``), alternately N times each on the same users, in the same process: the ratio of the
-   best times and whether every top-10 list is identical. Alternating keeps a busy machine's load about equal
-   on both sides.
+   (``decode_baseline.py``: every op split over ``--threads`` threads), alternately N times each on the same
+   users, in the same process: wall and CPU time ratios and whether every top-10 list is identical.
+   Alternating keeps a busy machine's load about equal on both sides.
 
     .venv/bin/python benchmarks/bench_decode.py --hf-users 64 --users 2048 --threads 2
+    .venv/bin/python benchmarks/bench_decode.py --hf-users 0 --users 1024 --threads 2 --baseline-rounds 2
 """
 from __future__ import annotations
 
@@ -65,22 +66,28 @@ def hf_recommend(hf, input_ids, attention_mask, tokens, *, beam_size, topk, batc
 
 
 def compare_baseline(model, b, trie, top: torch.Tensor, args) -> None:
-    """Time the frozen pre-issue-11 search and ours alternately on the same users; best of each, and identity."""
+    """Time the frozen pre-issue-11 search and ours alternately on the same users: best and median wall time,
+    median CPU time of the process (all threads; on a busy machine it shows the work done, wall time also
+    shows the waiting), and whether every list is identical."""
     kw = dict(beam_size=args.beam_size, topk=args.topk, batch_size=args.batch_size)
-    secs = {"baseline": [], "ours": []}
+    wall, cpu = {"baseline": [], "ours": []}, {"baseline": [], "ours": []}
+    runs = {"baseline": lambda: decode_baseline.recommend(model, b.input_ids, b.attention_mask, trie, **kw),
+            "ours": lambda: recommend(model, b.input_ids, b.attention_mask, trie, progress=False, **kw)}
+    got = {}
     for _ in range(args.baseline_rounds):
-        t = time.perf_counter()
-        old = decode_baseline.recommend(model, b.input_ids, b.attention_mask, trie, **kw)
-        secs["baseline"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        new = recommend(model, b.input_ids, b.attention_mask, trie, progress=False, **kw)
-        secs["ours"].append(time.perf_counter() - t)
-        assert torch.equal(new, top), "recommend is not deterministic"
-    same = (old == new).all(1)
-    n = len(new)
-    print(f"baseline (before issue 11 part 2): best {min(secs['baseline']):.2f} s, ours: best {min(secs['ours']):.2f} s "
-          f"on {n:,} users, {args.baseline_rounds} alternating rounds; speed ratio {min(secs['baseline']) / min(secs['ours']):.2f}x "
-          f"(median {np.median(secs['baseline']) / np.median(secs['ours']):.2f}x); identical top-{args.topk} lists: "
+        for name, run in runs.items():
+            t, c = time.perf_counter(), time.process_time()
+            got[name] = run()
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+    assert torch.equal(got["ours"], top), "recommend is not deterministic"
+    same = (got["baseline"] == got["ours"]).all(1)
+    for name in runs:
+        print(f"{name:8s}: wall best {min(wall[name]):6.2f} s, median {np.median(wall[name]):6.2f} s; "
+              f"CPU median {np.median(cpu[name]):6.2f} s")
+    print(f"speed ratio baseline / ours on {len(top):,} users, {args.baseline_rounds} alternating rounds: wall best "
+          f"{min(wall['baseline']) / min(wall['ours']):.2f}x, wall median {np.median(wall['baseline']) / np.median(wall['ours']):.2f}x, "
+          f"CPU median {np.median(cpu['baseline']) / np.median(cpu['ours']):.2f}x; identical top-{args.topk} lists: "
           f"{same.float().mean().item():.1%} of users ({int((~same).sum())} differ)")
 
 
@@ -143,7 +150,8 @@ def main() -> None:
                     batch_size=args.batch_size, progress=False)
     secs = time.perf_counter() - t
     assert ((top >= 0) & (top < len(tokens))).all(), "beam search returned an id outside the catalogue"
-    print(f"ours recommend: {n / secs:8.1f} users/s on {n:,} users in calls of {args.batch_size} ({secs:.1f} s); "
+    print(f"ours recommend: {n / secs:8.1f} users/s on {n:,} users in calls of {args.batch_size}, "
+          f"{torch.get_num_threads()} workers ({secs:.1f} s); "
           f"all {U:,} users: {'measured' if args.all else 'estimated'} {U / (n / secs):.0f} s; "
           f"peak RSS {rss_mb():.0f} MB")
     if args.compare_batch_size:
