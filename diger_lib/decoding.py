@@ -4,7 +4,8 @@ Generation follows Eq. 3 token by token; the trie of the catalogue's IDs lets on
 survive, so every returned ID is an item. Two implementations with the same semantics:
 
 * :func:`constrained_beam_search`: batched over users and beams, one encoder pass, KV-cached decoder, trie
-  as per-level transition tables applied with tensor ops (no Python per beam).
+  as per-level transition tables applied with tensor ops (no Python per beam). :func:`recommend` runs it
+  over chunks of users, on CPU several chunks at once (one thread each).
 * :func:`reference_beam_search`: per user, a Python dict trie and the full decoder recomputed each step.
   Tests check the fast one against it, and against exhaustive scoring (:func:`score_all_items`).
 
