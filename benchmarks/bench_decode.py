@@ -7,10 +7,15 @@ Beauty's test users (history = the last 20 items before the held-out one, LETTER
 1. HF ``T5ForConditionalGeneration.generate(num_beams=20, num_return_sequences=10, max_new_tokens=4,
    prefix_allowed_tokens_fn=<dict trie>)`` on ``--hf-users`` users (LETTER's evaluation) vs
    ``constrained_beam_search`` on the same users: users/s, ratio, share of users with identical top-10.
-2. ours alone through ``recommend`` (chunks of 512, sorted by length) on ``--users`` users, extrapolated to
-   all test users; ``--all`` decodes every one of them.
+2. ours alone through ``recommend`` (chunks of 64 sorted by length, searched by ``--threads`` single-threaded
+   workers at once) on ``--users`` users, extrapolated to all test users; ``--all`` decodes every one of them.
+3. ``--baseline-rounds N``: ``recommend`` against the search as it was before issue 11 part 2
+   (``decode_baseline.py``: every op split over ``--threads`` threads), alternately N times each on the same
+   users, in the same process: wall and CPU time ratios and whether every top-10 list is identical.
+   Alternating keeps a busy machine's load about equal on both sides.
 
     .venv/bin/python benchmarks/bench_decode.py --hf-users 64 --users 2048 --threads 2
+    .venv/bin/python benchmarks/bench_decode.py --hf-users 0 --users 1024 --threads 2 --baseline-rounds 2
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import time
 import numpy as np
 import torch
 
+import decode_baseline
 from bench_common import ROOT, build_models, load_bench_data, rss_mb
 
 from diger_lib import data as D
@@ -59,6 +65,32 @@ def hf_recommend(hf, input_ids, attention_mask, tokens, *, beam_size, topk, batc
     return torch.cat(out)
 
 
+def compare_baseline(model, b, trie, top: torch.Tensor, args) -> None:
+    """Time the frozen pre-issue-11 search and ours alternately on the same users: best and median wall time,
+    median CPU time of the process (all threads; on a busy machine it shows the work done, wall time also
+    shows the waiting), and whether every list is identical."""
+    kw = dict(beam_size=args.beam_size, topk=args.topk, batch_size=args.batch_size)
+    wall, cpu = {"baseline": [], "ours": []}, {"baseline": [], "ours": []}
+    runs = {"baseline": lambda: decode_baseline.recommend(model, b.input_ids, b.attention_mask, trie, **kw),
+            "ours": lambda: recommend(model, b.input_ids, b.attention_mask, trie, progress=False, **kw)}
+    got = {}
+    for _ in range(args.baseline_rounds):
+        for name, run in runs.items():
+            t, c = time.perf_counter(), time.process_time()
+            got[name] = run()
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+    assert torch.equal(got["ours"], top), "recommend is not deterministic"
+    same = (got["baseline"] == got["ours"]).all(1)
+    for name in runs:
+        print(f"{name:8s}: wall best {min(wall[name]):6.2f} s, median {np.median(wall[name]):6.2f} s; "
+              f"CPU median {np.median(cpu[name]):6.2f} s")
+    print(f"speed ratio baseline / ours on {len(top):,} users, {args.baseline_rounds} alternating rounds: wall best "
+          f"{min(wall['baseline']) / min(wall['ours']):.2f}x, wall median {np.median(wall['baseline']) / np.median(wall['ours']):.2f}x, "
+          f"CPU median {np.median(cpu['baseline']) / np.median(cpu['ours']):.2f}x; identical top-{args.topk} lists: "
+          f"{same.float().mean().item():.1%} of users ({int((~same).sum())} differ)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hf-users", type=int, default=64, help="users decoded by both HF and ours (0 = skip HF)")
@@ -69,6 +101,8 @@ def main() -> None:
                     help="users per beam search call (ours, in recommend)")
     ap.add_argument("--compare-batch-size", type=int, default=0,
                     help="also time recommend on the same users in calls of this many users (e.g. 512), same process")
+    ap.add_argument("--baseline-rounds", type=int, default=0,
+                    help="also time the pre-issue-11 search (decode_baseline.py) and ours alternately this many times")
     ap.add_argument("--beam-size", type=int, default=20)
     ap.add_argument("--topk", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -116,7 +150,8 @@ def main() -> None:
                     batch_size=args.batch_size, progress=False)
     secs = time.perf_counter() - t
     assert ((top >= 0) & (top < len(tokens))).all(), "beam search returned an id outside the catalogue"
-    print(f"ours recommend: {n / secs:8.1f} users/s on {n:,} users in calls of {args.batch_size} ({secs:.1f} s); "
+    print(f"ours recommend: {n / secs:8.1f} users/s on {n:,} users in calls of {args.batch_size}, "
+          f"{torch.get_num_threads()} workers ({secs:.1f} s); "
           f"all {U:,} users: {'measured' if args.all else 'estimated'} {U / (n / secs):.0f} s; "
           f"peak RSS {rss_mb():.0f} MB")
     if args.compare_batch_size:
@@ -127,6 +162,8 @@ def main() -> None:
         print(f"ours recommend in calls of {args.compare_batch_size}: {n / secs_other:8.1f} users/s; speed ratio "
               f"(calls of {args.batch_size} / calls of {args.compare_batch_size}): {secs_other / secs:.2f}x; same top-{args.topk}: "
               f"{(other == top).all(1).float().mean().item():.1%} of users")
+    if args.baseline_rounds:
+        compare_baseline(ours, b, trie, top, args)
     if args.hf_users:
         print(f"ours recommend / HF generate: {(n / secs) / hf_rate:.1f}x")
     print(f"load average at the end {os.getloadavg()} (other processes on the machine slow every number)")

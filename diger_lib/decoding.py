@@ -4,7 +4,8 @@ Generation follows Eq. 3 token by token; the trie of the catalogue's IDs lets on
 survive, so every returned ID is an item. Two implementations with the same semantics:
 
 * :func:`constrained_beam_search`: batched over users and beams, one encoder pass, KV-cached decoder, trie
-  as per-level transition tables applied with tensor ops (no Python per beam).
+  as per-level transition tables applied with tensor ops (no Python per beam). :func:`recommend` runs it
+  over chunks of users, on CPU several chunks at once (one thread each).
 * :func:`reference_beam_search`: per user, a Python dict trie and the full decoder recomputed each step.
   Tests check the fast one against it, and against exhaustive scoring (:func:`score_all_items`).
 
@@ -14,6 +15,8 @@ Beam search: step 0 keeps the ``beam_size`` best first tokens; each later step k
 """
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
@@ -22,7 +25,7 @@ from torch import Tensor
 
 from .progress import progress_bar
 from .recommender import GenRecModel
-from .runtime import eval_mode
+from .runtime import eval_mode, torch_threads
 from .vocab import PAD, SIDVocab
 
 NEG_INF = float("-inf")
@@ -104,8 +107,9 @@ def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mas
             node = torch.zeros(B, dtype=torch.long, device=dev)
             score = torch.zeros(B, device=dev)
             cache, nb = None, 1
+            rows = 1 + (vocab.n_tokens - 1) * beam_size  # cached hypotheses per user over the whole search
             for j in range(vocab.n_tokens):
-                out = model.decode_step(tokens, cross, cache, token_table=token_table)
+                out = model.decode_step(tokens, cross, cache, capacity=rows, token_table=token_table)
                 off = vocab.level_offset(j)  # level j owns tokens [off, off + K)
                 logp = torch.log_softmax(out.logits.float(), dim=-1)[:, off:off + K]  # [B*nb, K]
                 child = trie.next[j][node.clamp(min=0)].long()  # [B*nb, K]; -1 = not in the trie
@@ -182,28 +186,40 @@ def score_all_items(model: GenRecModel, input_ids: Tensor, attention_mask: Tenso
 
 def recommend(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, trie: SIDTrie, *, beam_size: int,
               topk: int, batch_size: int = 512, progress: bool = True, input_extra: Tensor | None = None,
-              token_table: Tensor | None = None) -> Tensor:
+              token_table: Tensor | None = None, workers: int = 0) -> Tensor:
     """Top-``topk`` item ids [U, topk] for every user, in chunks of ``batch_size`` users.
 
     Users are processed longest history first (chunks of similar length carry little padding, and the
     slowest chunks come first so the progress bar's ETA is an upper bound); results come back in input order.
+    On CPU, ``workers`` chunks (0 = torch's thread count) run at once, each on one thread: a 64-user chunk's
+    small matmuls and element-wise ops gain little from being split over the cores, independent chunks keep
+    every core busy. Each chunk is searched the same way whatever ``workers`` is.
     """
     U, L = input_ids.shape
     dev = input_ids.device
     pos = torch.arange(1, L + 1, device=dev)
     end = (attention_mask.bool() * pos).amax(1) if L else torch.zeros(U, dtype=torch.long, device=dev)  # last token + 1
     order = torch.argsort(end, descending=True, stable=True)
+    chunks = list(torch.split(order, batch_size))
+    if dev.type != "cpu":
+        workers = 1
+    workers = min(workers or torch.get_num_threads(), len(chunks)) or 1
+
+    def search(idx: Tensor) -> Tensor:
+        width = max(int(end[idx].max()), 1)
+        extra = None if input_extra is None else input_extra[idx, :width]
+        return constrained_beam_search(model, input_ids[idx, :width], attention_mask[idx, :width], trie,
+                                       beam_size=beam_size, topk=topk, input_extra=extra, token_table=token_table).items
+
     out = torch.full((U, topk), -1, dtype=torch.long, device=dev)
     bar = progress_bar(total=U, desc="recommend", unit="user", disable=not progress)
-    try:
-        for s in range(0, U, batch_size):
-            idx = order[s:s + batch_size]
-            width = max(int(end[idx].max()), 1)
-            extra = None if input_extra is None else input_extra[idx, :width]
-            res = constrained_beam_search(model, input_ids[idx, :width], attention_mask[idx, :width], trie,
-                                          beam_size=beam_size, topk=topk, input_extra=extra, token_table=token_table)
-            out[idx] = res.items
+    # eval mode is set here once: chunks searched concurrently must not switch it back under each other
+    with eval_mode(model), bar, contextlib.ExitStack() as stack:
+        results = map(search, chunks)
+        if workers > 1:
+            stack.enter_context(torch_threads(1))
+            results = stack.enter_context(ThreadPoolExecutor(workers)).map(search, chunks)
+        for idx, items in zip(chunks, results):
+            out[idx] = items
             bar.update(len(idx))
-    finally:
-        bar.close()
     return out

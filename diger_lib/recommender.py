@@ -15,7 +15,8 @@ bias + padding) is built once per stack, and the padding part only when somethin
 bucketed batches have none); dropout draws two masks per 32-bit random number (``F.dropout`` costs ~5x a
 matmul pass on CPU); attention uses SDPA when no dropout is active and two matmuls otherwise (SDPA's CPU
 dropout is slow). The incremental decoder lets the beams of a user query that user's cross-attention K/V
-as one block (shared, not copied per beam) and keeps parent pointers instead of reordering its cache.
+as one block (shared, not copied per beam); its self-attention cache never reorders K/V: each step appends
+its rows, and one masked attention call per layer reads every beam's own prefix among them.
 torch.compile was tried and was slower (and compiled for 80 s), so it is not offered.
 """
 from __future__ import annotations
@@ -61,23 +62,25 @@ class CrossKV(NamedTuple):
 
 
 class SelfKV(NamedTuple):
-    """Decoder self-attention cache for beam search, with parent pointers instead of reordered copies.
+    """Decoder self-attention cache for beam search: K/V stay where they were written, prefixes are row lists.
 
-    Step s stored K/V only for the hypotheses alive at step s; ``ancestors[s]`` says, for each current
-    hypothesis, which of them is its prefix. Selecting beams then only updates the small pointer tensors.
+    Each step appends the K/V of its nb hypotheses to its users' blocks; ``rows[b, r]`` lists, step by step, the
+    rows of hypothesis r's prefix. Selecting beams only gathers ``rows`` (nothing is copied or reordered), and
+    attention reads a user's whole block with every row outside the prefix masked out. The buffers are written
+    in place: continue from the cache a step returned (or its ``select``), never from an older one.
     """
 
-    keys: list[list[Tensor]]  # [layer][step s] -> [B, H, nb_s, d_kv]
-    values: list[list[Tensor]]
-    ancestors: list[Tensor]  # [step s] -> [B, nb] index into step s's nb_s hypotheses of the same user
+    kv: list[Tensor]  # per decoder layer [B, capacity, 2, H, d_kv]; rows [0, used) hold K (0) and V (1)
+    used: int
+    rows: Tensor  # [B, nb, t] long: the row of each current hypothesis's step-s prefix, s = 0 .. t-1
 
     @property
     def length(self) -> int:
-        return len(self.ancestors)
+        return self.rows.shape[2]
 
     def select(self, parent: Tensor) -> "SelfKV":
         """Continue from hypotheses ``parent`` [B, nb'] (indices into each user's current nb hypotheses)."""
-        return SelfKV(self.keys, self.values, [a.gather(1, parent) for a in self.ancestors])
+        return self._replace(rows=self.rows.gather(1, parent[..., None].expand(-1, -1, self.length)))
 
 
 class StepOutput(NamedTuple):
@@ -372,46 +375,50 @@ class GenRecModel(nn.Module):
         ks, vs = zip(*(blk.cross_attn.cross_kv(enc) for blk in self.dec_blocks))
         return CrossKV(list(ks), list(vs), padding_mask(attention_mask, enc.dtype))
 
-    def decode_step(self, tokens: Tensor, cross: CrossKV, cache: SelfKV | None, *,
+    def decode_step(self, tokens: Tensor, cross: CrossKV, cache: SelfKV | None, *, capacity: int = 0,
                     token_table: Tensor | None = None, extra: Tensor | None = None) -> StepOutput:
         """Feed one token per hypothesis ``tokens`` [N] at position t = ``cache.length``; -> logits [N, V].
 
         Rows are user-major: with B users in ``cross`` each user owns nb = N/B consecutive rows (its beams),
         and ``cache.select`` must have mapped the cache onto exactly these rows. The nb beams of a user form
-        one query block against that user's keys: cross K/V are shared (not copied per beam), and the keys of
-        earlier steps are read through the ancestor pointers as a small score matrix per user and head.
+        one query block against that user's keys: cross K/V are shared (not copied per beam), and self-attention
+        is one call over the user's cached rows with a mask that keeps each beam's own prefix (plus the position
+        bias there). ``capacity``: rows per user to reserve when the cache starts (the whole search's
+        hypotheses, e.g. 1 + 3 * 20); the buffers grow if a step needs more.
         """
         B, N = cross.keys[0].shape[0], tokens.shape[0]
         if N % B:
             raise ValueError(f"{N} hypotheses cannot be split evenly over {B} users")
         nb, t = N // B, 0 if cache is None else cache.length
-        if cache is not None and cache.ancestors[0].shape != (B, nb):
-            raise ValueError(f"cache tracks {tuple(cache.ancestors[0].shape)} hypotheses, tokens give {(B, nb)}")
+        if cache is not None and cache.rows.shape[:2] != (B, nb):
+            raise ValueError(f"cache tracks {tuple(cache.rows.shape[:2])} hypotheses, tokens give {(B, nb)}")
         x = self._embed(tokens, token_table, extra)  # [N, d]
-        bias = self.dec_bias(t + 1, t + 1)[0, :, t].to(x.dtype)[None, :, None, :]  # [1, H, 1, t+1], query at t
-        here = torch.arange(nb, device=tokens.device).expand(B, nb)
-        ancestors = ([] if cache is None else cache.ancestors) + [here]
-        keys, values = [], []
+        used = 0 if cache is None else cache.used
+        rows = torch.arange(used, used + nb, device=x.device).expand(B, nb)[..., None]  # this step's own rows
+        rows = rows if cache is None else torch.cat([cache.rows, rows], 2)  # [B, nb, t+1]
+        kv = [] if cache is None else cache.kv
+        H, dk, S = self.cfg.n_heads, self.cfg.d_kv, used + nb
+        # T5's position bias of query t at each prefix row, minus "infinity" on every other row of the user
+        bias = self.dec_bias(t + 1, t + 1)[0, :, t].to(x.dtype)  # [H, t+1]
+        mask = torch.full((B, H, nb, S), torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device).scatter_(
+            3, rows[:, None].expand(B, H, nb, t + 1), bias[None, :, None].expand(B, H, nb, t + 1))
         for i, blk in enumerate(self.dec_blocks):
             a = blk.self_attn
-            q, k, v = a.qkv(blk.self_norm(x)).view(B, nb, 3, a.h, a.dk).permute(2, 0, 3, 1, 4).contiguous()
-            ks = ([] if cache is None else cache.keys[i]) + [k]  # each [B, H, nb_s, dk]
-            vs = ([] if cache is None else cache.values[i]) + [v]
-            keys.append(ks)
-            values.append(vs)
-            # score of hypothesis r against its step-s ancestor: row r of q K_s^T, column ancestors[s][r]
-            pick = [anc[:, None, :, None].expand(B, a.h, nb, 1) for anc in ancestors]
-            scores = torch.cat([torch.matmul(q, k_s.transpose(-1, -2)).gather(-1, p) for k_s, p in zip(ks, pick)], -1)
-            w = torch.softmax((scores + bias).float(), dim=-1).to(x.dtype)  # [B, H, nb, t+1]
-            o = sum(torch.matmul(torch.zeros(B, a.h, nb, v_s.shape[2], dtype=w.dtype, device=w.device)
-                                 .scatter_(-1, p, w[..., s:s + 1]), v_s) for s, (v_s, p) in enumerate(zip(vs, pick)))
-            x = x + a.o(o.transpose(1, 2).reshape(N, a.h * a.dk))
+            qkv = a.qkv(blk.self_norm(x)).view(B, nb, 3, H, dk)
+            if i == len(kv):  # first step: start this layer's buffer
+                kv.append(qkv.new_empty(B, max(capacity, S), 2, H, dk))
+            elif kv[i].shape[1] < S:  # more hypotheses than reserved: grow
+                kv[i] = torch.cat([kv[i][:, :used], qkv.new_empty(B, max(S, 2 * used) - used, 2, H, dk)], 1)
+            kv[i][:, used:S] = qkv[:, :, 1:]
+            k, v = kv[i][:, :S].unbind(2)  # [B, S, H, dk] each
+            o = attend(qkv[:, :, 0].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, 0.0, self.kernel)
+            x = x + a.o(o.transpose(1, 2).reshape(N, H * dk))
             c = blk.cross_attn
             q = c.q(blk.cross_norm(x)).view(B, nb, c.h, c.dk).transpose(1, 2)  # [B, H, nb, dk]
             o = attend(q, cross.keys[i], cross.values[i], cross.mask, 0.0, self.kernel)
             x = x + c.o(o.transpose(1, 2).reshape(N, c.h * c.dk))
             x = blk.feed_forward(x)
-        return StepOutput(self.output(self.dec_norm(x)), SelfKV(keys, values, ancestors))
+        return StepOutput(self.output(self.dec_norm(x)), SelfKV(kv, S, rows))
 
     # -- Hugging Face interop -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Where and how reproducibly code runs: the device, seeds, RNG states, and a module's eval mode."""
+"""Where and how reproducibly code runs: the device, threads, seeds, RNG states, and a module's eval mode."""
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +24,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(dev)!r} requested but CUDA is not available")
     return dev
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` (process-wide) and restore the previous count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

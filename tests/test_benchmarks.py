@@ -20,10 +20,11 @@ def _run(script: str, *args: str, tmp_path: Path) -> str:
 @pytest.mark.benchmarks  # builds two paper-size models per script
 def test_bench_decode_runs_and_matches_hf_generate(tmp_path):
     out = _run("bench_decode.py", "--hf-users", "3", "--hf-batch", "3", "--users", "6", "--batch-size", "4",
-               "--compare-batch-size", "6", tmp_path=tmp_path)
+               "--compare-batch-size", "6", "--baseline-rounds", "1", tmp_path=tmp_path)
     assert "synthetic" in out
     assert "identical top-10 lists: 100.0% of users" in out  # our beam search == transformers' generate
     assert "same top-10: 100.0% of users" in out  # call size does not change results
+    assert "speed ratio baseline / ours" in out and "lists: 100.0% of users (0 differ)" in out  # == pre-issue-11 search
 
 
 @pytest.mark.benchmarks

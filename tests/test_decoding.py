@@ -165,3 +165,17 @@ def test_recommend_chunks_and_restores_user_order():
     one = constrained_beam_search(model, ids[4:5, : int(mask[4].sum())], mask[4:5, : int(mask[4].sum())], trie,
                                   beam_size=7, topk=4).items
     assert torch.equal(one[0], whole[4])
+
+
+def test_recommend_with_concurrent_workers_equals_one_worker_and_restores_state():
+    """Chunks searched by 3 threads at once: same lists, dropout off throughout, thread count and mode restored."""
+    vocab = SIDVocab(3, 5)
+    model = make_model(vocab, seed=4).train()
+    trie = SIDTrie(random_codes(vocab, 60, seed=4), vocab)
+    ids, mask = histories(vocab, B=23, L=15, seed=4)
+    threads = torch.get_num_threads()
+    one = recommend(model, ids, mask, trie, beam_size=7, topk=4, batch_size=2, progress=False, workers=1)
+    many = recommend(model, ids, mask, trie, beam_size=7, topk=4, batch_size=2, progress=False, workers=3)
+    assert torch.equal(many, one)
+    assert torch.equal(one, constrained_beam_search(model, ids, mask, trie, beam_size=7, topk=4).items)
+    assert model.training and torch.get_num_threads() == threads
