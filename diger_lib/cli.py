@@ -1,4 +1,5 @@
-"""Command line: ``python -m diger_lib.cli setup-data [--source DIR] [--dest data] [--copy]`` and
+"""Command line: ``python -m diger_lib.cli setup-data [--source DIR] [--dest data] [--copy]``,
+``python -m diger_lib.cli study`` (the diagnosis study's table, ``diger_lib/study.py``) and
 ``python -m diger_lib.cli relativize-runs PREFIX`` (rewrite committed runs made by an older runner, which recorded
 absolute paths, to the repo-relative form the runner writes now)."""
 from __future__ import annotations
@@ -83,6 +84,20 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from .study import command, evaluate, write_study
+
+    try:
+        rows = evaluate(runs_root=args.runs, n_boot=args.n_boot)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    csv, md = write_study(rows, args.out, command(args.runs, args.out, args.n_boot), args.runs)
+    done = sum(r.status == "ok" for r in rows)
+    print(f"{done} of {len(rows)} comparisons evaluated ({len(rows) - done} not run yet): {csv}, {md}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="diger_lib.cli")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -103,9 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("b", help="comma-separated run names of side B")
     cp.add_argument("--metrics", default="R@10,N@10")
     cp.add_argument("--n-boot", type=int, default=5000)
+    st = sub.add_parser("study", help="every comparison of the diagnosis study (diger_lib/study.py) as one table: "
+                        "<out>.csv and <out>.md")
+    st.add_argument("--runs", default="papermill_runs", help="the folder holding diagnosis_tokA/, diagnosis_tokB/, "
+                    "diagnosis/")
+    st.add_argument("--out", default="figures/diagnosis_study", help="written as <out>.csv and <out>.md")
+    st.add_argument("--n-boot", type=int, default=5000)
     args = ap.parse_args(argv)
     if args.cmd == "compare":
         return _compare(args)
+    if args.cmd == "study":
+        return _study(args)
     if args.cmd == "readme-results":
         from .atomic import atomic_open
         from .reproduce import readme_results
