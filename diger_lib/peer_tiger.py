@@ -35,7 +35,7 @@ from cornac.models.tiger import TIGER
 from . import baselines as B
 from .config import ConfigError
 from .data import Split
-from .training import epoch_subset
+from .training import epoch_seed, epoch_subset
 
 
 class PeerIds(str, Enum):
@@ -158,7 +158,7 @@ class _Stream:
         s, cfg = self.split.train, self.cfg
         subset = epoch_subset(len(s), cfg.samples_per_epoch, cfg.seed, self.epoch)
         idx = np.arange(len(s)) if subset is None else subset
-        idx = np.random.default_rng(cfg.seed * 1000 + self.epoch).permutation(idx)
+        idx = np.random.default_rng(epoch_seed(cfg.seed, self.epoch)).permutation(idx)
         t = time.perf_counter()  # from here to the epoch's end: cornac's training steps (and this batching)
         for b in range(0, len(idx), batch_size):
             rows = idx[b:b + batch_size]

@@ -54,18 +54,24 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of ``epoch``'s sample draw and batch order (the run's ``seed`` and the epoch number)."""
+    return seed * 1000 + epoch
+
+
 def epoch_subset(n_samples: int, samples_per_epoch: int, seed: int, epoch: int) -> np.ndarray | None:
     """The training samples of ``epoch`` (sorted indices): a fresh seeded subset of ``samples_per_epoch``, or None for
     all of them. The peer TIGER (``peer_tiger.py``) draws its epochs here too, so both see the same samples."""
     if not samples_per_epoch or samples_per_epoch >= n_samples:
         return None
-    return np.sort(np.random.default_rng(seed * 1000 + epoch).choice(n_samples, samples_per_epoch, replace=False))
+    rng = np.random.default_rng(epoch_seed(seed, epoch))
+    return np.sort(rng.choice(n_samples, samples_per_epoch, replace=False))
 
 
 def epoch_batches(samples: Samples, cfg: TrainConfig, epoch: int) -> list[np.ndarray]:
     """This epoch's batches: all training samples, or a fresh seeded subset of ``samples_per_epoch``
     (a shorter 'epoch' so IDs are refreshed, validated and checkpointed more often on a slow machine)."""
-    seed = cfg.seed * 1000 + epoch
+    seed = epoch_seed(cfg.seed, epoch)
     subset = epoch_subset(len(samples), cfg.samples_per_epoch, cfg.seed, epoch)
     if subset is None:
         return bucket_batches(samples.length, cfg.batch_size, shuffle=True, seed=seed)
