@@ -61,15 +61,12 @@ def relativize_runs(prefix: str, folders: tuple[str, ...] = ("papermill_runs", "
 
 def _compare(args: argparse.Namespace) -> int:
     from .metrics import paired_bootstrap_seeds
-    from .runs import read_runs
+    from .runs import read_runs, shared_ids
 
     try:
         a = read_runs(args.runs_dir, [n for n in args.a.split(",") if n], need="test_ranks.txt.gz")
         b = read_runs(args.runs_dir, [n for n in args.b.split(",") if n], need="test_ranks.txt.gz")
-        digests = {r.metrics.get("tokenizer_codes_sha256") for r in a + b}
-        if len(digests) > 1:  # a run that recorded no digest cannot be shown to share the others' IDs
-            raise ValueError(f"the runs used different or unrecorded semantic IDs (tokenizer_codes_sha256 "
-                             f"{sorted(str(d) for d in digests)}): they are not paired")
+        shared_ids(a + b)  # a run that recorded no digest cannot be shown to share the others' IDs
         ra, rb = [r.ranks() for r in a], [r.ranks() for r in b]
         print(f"A = {', '.join(r.name for r in a)}\nB = {', '.join(r.name for r in b)}\n"
               f"test users {len(ra[0])}, {args.n_boot} paired resamples; per-user metrics averaged over each side's runs")

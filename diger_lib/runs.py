@@ -79,6 +79,20 @@ def read_run(d: Path) -> Run:
                _json(d / "timing.json"))
 
 
+DIGEST = "tokenizer_codes_sha256"  # notebook 04 records the SHA-256 of the codes.npy it trained on
+
+
+def shared_ids(runs: Sequence[Run], allow_unrecorded: bool = True) -> str | None:
+    """The semantic IDs' digest every run recorded (None: none recorded, accepted only with ``allow_unrecorded``):
+    runs pair only on the same IDs. A ValueError names each run with its digest otherwise."""
+    digests = {r.name: r.metrics.get(DIGEST) for r in runs}
+    found = set(digests.values())
+    if len(found) == 1 and (None not in found or allow_unrecorded):
+        return next(iter(found))
+    listed = ", ".join(f"{n} ({str(d)[:12]})" for n, d in digests.items())
+    raise ValueError(f"the runs used different or unrecorded semantic IDs ({DIGEST}: {listed}): they are not paired")
+
+
 def read_runs(runs_dir: Path | str, names: Sequence[str] | None = None, need: str = "metrics.json") -> list[Run]:
     """The named runs (each must have ``need``: a clear error names the missing one), or with ``names=None`` every
     finished run in the folder, sorted by name (staging folders and runs without metrics.json are skipped)."""

@@ -16,11 +16,10 @@ from typing import Any, NamedTuple, Sequence
 
 from .atomic import atomic_open
 from .metrics import paired_bootstrap_seeds
-from .runs import Run, read_run, run_dir
+from .runs import DIGEST, Run, read_run, run_dir, shared_ids
 from .tables import markdown_table
 
 METRICS = ("R@10", "N@10")
-DIGEST = "tokenizer_codes_sha256"
 
 
 class Tokenizer(NamedTuple):
@@ -147,18 +146,13 @@ def _seed_label(runs: list[Run], asked: int) -> str:
 
 
 def _shared_ids(c: Comparison, runs: list[Run]) -> str:
-    """The digest every run of the row recorded; a clear error names the runs otherwise."""
-    digests = {r.name: r.metrics.get(DIGEST) for r in runs}
-    if len(set(digests.values())) == 1:
-        d = next(iter(digests.values()))
-        tok = TOKENIZERS.get(c.folder)
-        if d is not None:
-            return d[:8]
-        if tok is not None and tok.unrecorded_ids:
-            return "unrecorded"
-    listed = ", ".join(f"{n} ({str(d)[:12]})" for n, d in digests.items())
-    raise StudyError(f"{c.folder}: row {c.row!r}: the runs used different or unrecorded semantic IDs ({DIGEST}: "
-                     f"{listed}): they are not paired")
+    """The digest every run of the row recorded (8 hex digits), or "unrecorded" where the folder allows it."""
+    tok = TOKENIZERS.get(c.folder)
+    try:
+        digest = shared_ids(runs, allow_unrecorded=tok is not None and bool(tok.unrecorded_ids))
+    except ValueError as e:
+        raise StudyError(f"{c.folder}: row {c.row!r}: {e}") from None
+    return "unrecorded" if digest is None else digest[:8]
 
 
 def _final_mean(runs: list[Run], column: str) -> float:
