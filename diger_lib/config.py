@@ -278,7 +278,8 @@ class JointConfig:
         object.__setattr__(self, "coupling", _enum(Coupling, self.coupling, "coupling"))
         object.__setattr__(self, "tokenizer_train", _enum(TokenizerTrain, self.tokenizer_train, "tokenizer_train"))
         object.__setattr__(self, "proj_init", _enum(ProjInit, self.proj_init, "proj_init"))
-        _check(isinstance(self.tokenizer_losses, bool), f"tokenizer_losses={self.tokenizer_losses!r} must be True or False")
+        _check(isinstance(self.tokenizer_losses, bool),
+               f"tokenizer_losses={self.tokenizer_losses!r} must be True or False")
         _check(self.tokenizer_losses or self.coupling is not Coupling.NONE,
                "tokenizer_losses=False with coupling='none' leaves the tokenizer no loss to learn from")
 

@@ -221,7 +221,8 @@ def fit(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), code
     model = holder["m"] = _PeerTIGER(
         codes=None if codes is None else np.asarray(codes)[:, :cfg.n_levels].astype(np.int64),
         total_steps=cfg.epochs * cfg.steps_per_epoch(len(split.train)), on_validate=on_validate,
-        name="TIGER (cornac)", rqvae_num_levels=cfg.n_levels, rqvae_codebook_size=cfg.codebook_size, rqvae_n_epochs=cfg.rqvae_epochs,
+        name="TIGER (cornac)", rqvae_num_levels=cfg.n_levels, rqvae_codebook_size=cfg.codebook_size,
+        rqvae_n_epochs=cfg.rqvae_epochs,
         d_model=cfg.d_model, d_ff=cfg.d_ff, num_heads=cfg.n_heads, d_kv=cfg.d_kv, num_enc_layers=cfg.n_encoder_layers,
         num_dec_layers=cfg.n_decoder_layers, dropout=cfg.dropout, max_len=cfg.max_history, n_epochs=cfg.epochs,
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, lr_schedule=cfg.lr_schedule,
@@ -252,11 +253,13 @@ def record(run_: PeerRun, cfg: PeerConfig, n_users: int) -> dict[str, Any]:
     t, n_test = run_.timing, len(run_.test.ranks)
     best = next((h for h in run_.history if h["epoch"] == run_.best_epoch), {})
     return {**{f"peer_{k}": (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items()},
-            **run_.test.metrics, **{f"valid_{k[4:]}": v for k, v in best.items() if k.startswith("val_") and k != "val_ndcg10"},
+            **run_.test.metrics,
+            **{f"valid_{k[4:]}": v for k, v in best.items() if k.startswith("val_") and k != "val_ndcg10"},
             "best_epoch": run_.best_epoch, "epochs_run": len(run_.history), "n_test_users": n_test,
             "all_test_users": n_test == n_users, "samples_seen": t.samples_seen, "train_steps": t.steps,
             "tokenizer_seconds": t.tokenizer_seconds, "train_seconds": t.train_seconds,
-            "valid_seconds": t.valid_seconds, "setup_seconds": t.setup_seconds, "test_decode_seconds": run_.test_seconds,
+            "valid_seconds": t.valid_seconds, "setup_seconds": t.setup_seconds,
+            "test_decode_seconds": run_.test_seconds,
             "train_samples_per_s": t.samples_seen / max(t.train_seconds, 1e-9),
             "decode_users_per_s": n_test / max(run_.test_seconds, 1e-9), "cornac": cornac.__version__,
             "collisions": int((run_.model.sid_table[:, -1] > 0).sum())}

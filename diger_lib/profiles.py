@@ -315,8 +315,8 @@ def _paper() -> list[Step]:
 
 
 PROFILES = {"smoke": _smoke, "quick": _quick, "dynamics": _dynamics, "dynamics_gaussian": _dynamics_gaussian,
-            "diagnosis": _diagnosis, "paper_cpu": _paper_cpu, "unigrec": _unigrec, "baselines": _baselines, "peer_tiger": _peer_tiger,
-            "paper_two_stage": _paper_two_stage, "paper": _paper}
+            "diagnosis": _diagnosis, "paper_cpu": _paper_cpu, "unigrec": _unigrec, "baselines": _baselines,
+            "peer_tiger": _peer_tiger, "paper_two_stage": _paper_two_stage, "paper": _paper}
 
 
 def steps_for(profile: str) -> list[Step]:

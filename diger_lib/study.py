@@ -136,7 +136,10 @@ def _finished(folder: Path, names: Sequence[str]) -> tuple[list[Run], list[str]]
     runs, missing = [], []
     for name in names:
         d = run_dir(folder, name)
-        (runs.append(read_run(d)) if (d / "metrics.json").is_file() else missing.append(name))
+        if (d / "metrics.json").is_file():
+            runs.append(read_run(d))
+        else:
+            missing.append(name)
     return runs, missing
 
 
