@@ -23,9 +23,9 @@ import torch
 
 from .checkpoint import atomic_torch_save, fingerprint
 from . import unigrec as UG
-from .config import (AssignConfig, ConfigError, DataConfig, EvalIDs, IDSource, JointConfig, LRSchedule, Method,
-                     NOT_FINGERPRINTED, RecommenderConfig, RQVAEConfig, TrainConfig, UniGRecConfig, UniGRecPart,
-                     UniGRecVariant, _enum, from_flat, to_dict)
+from .config import (AssignConfig, ConfigError, Coupling, DataConfig, EvalIDs, IDSource, JointConfig, LRSchedule,
+                     Method, NOT_FINGERPRINTED, RecommenderConfig, RQVAEConfig, TrainConfig, UniGRecConfig,
+                     UniGRecPart, UniGRecVariant, Update, _enum, from_flat, to_dict)
 from .data import Split, dataset_dir, load_index_codes, make_ids_unique, sha256_file
 from .outputs import ids_file
 from .joint import JointTokenizer, assign_config_for
@@ -61,6 +61,11 @@ class RunSpec:
         object.__setattr__(self, "ids", _enum(IDSource, self.ids, "ids"))
         if self.ids is IDSource.LETTER and self.train.method != Method.TWO_STAGE:
             raise ConfigError("ids='letter' only applies to method='two_stage' (LETTER's IDs have no tokenizer to train)")
+        if (self.is_joint and self.assign.update is Update.HARD
+                and self.joint.coupling is Coupling.EMBEDDINGS):
+            raise ConfigError("update='hard' with coupling='embeddings': that coupling sends L_gen through the "
+                              "Gumbel-softmax probabilities only, so the hard update (and method='ste') would have no "
+                              "path; use coupling='gradient'")
         if self.is_unigrec and self.uses_teacher and (not self.teacher or "/" in self.teacher):
             raise ConfigError(f"teacher={self.teacher!r} must name a folder under <artifacts root>/<dataset>/teachers/")
 

@@ -87,6 +87,40 @@ def test_from_params_ignores_other_globals_and_validates():
         pipeline.RunSpec.from_params(notebook_params(**TINY, ids="letter", method="diger"))
     with pytest.raises(ConfigError, match="sim="):
         pipeline.RunSpec.from_params(notebook_params(**TINY, sim="cosine"))
+    for method, extra in (("diger", dict(update="hard")), ("ste", {})):  # no path for the hard update's gradient
+        with pytest.raises(ConfigError, match="update='hard' with coupling='embeddings'"):
+            pipeline.RunSpec.from_params(notebook_params(**TINY, method=method, coupling="embeddings", **extra))
+
+
+def test_every_profile_step_builds_a_run():
+    """Every notebook-04 step of every built-in profile is a valid run (cross-field checks included)."""
+    from diger_lib.profiles import PROFILES
+
+    for profile in PROFILES:
+        for stem, name, params in steps_for(profile):
+            if stem == "04_train_recommender":
+                pipeline.RunSpec.from_params(notebook_params(**params))
+
+
+def _spec(profile, name):
+    return pipeline.RunSpec.from_params(notebook_params(**dict(
+        (v, p) for s, v, p in steps_for(profile) if s == "04_train_recommender")[name]))
+
+
+def test_dynamics_and_paper_cpu_run_the_studys_choice():
+    """The figure and table profiles' DIGER is the configuration the diagnosis study measured (dg_e2e), and the rows
+    it is compared with share its learning-rate schedule."""
+    e2e = _spec("diagnosis", "dg_e2e")
+    for profile, name in (("dynamics", "diger_frqud"), ("paper_cpu", "Beauty__diger_frqud__s2026")):
+        spec = _spec(profile, name)
+        assert spec.joint == e2e.joint and spec.assign == e2e.assign, (profile, name)
+        assert spec.train.tokenizer_lr == e2e.train.tokenizer_lr == 1e-5
+    for profile, names in (("dynamics", ("two_stage", "ste", "diger_none", "diger_sdud")),
+                           ("paper_cpu", ("Beauty__two_stage__s2026", "Beauty__ste__s2027", "Yelp__diger_sdud__s2026"))):
+        assert {_spec(profile, n).train.lr_schedule.value for n in names} == {"warmup_cosine"}, profile
+    assert _spec("dynamics", "diger_sdud").assign.sdud_lambda == 2.0  # sigma decays within the budget
+    assert _spec("dynamics_literal", "diger_frqud").joint == pipeline.JointConfig()  # the literal reading
+    assert _spec("paper_cpu", "Beauty__abl_hard_update__s2026").joint.coupling.value == "gradient"
 
 
 def test_tokenizer_round_trip(tmp_path):
