@@ -294,7 +294,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--list", action="store_true", help="print the steps and exit")
     ap.add_argument("--workers", type=int, default=1, metavar="N",
                     help="run up to N notebook-04 trainings at once, each in its own process with "
-                         "OMP_NUM_THREADS = cores // N unless set (other notebooks run alone, in profile order); "
+                         "OMP_NUM_THREADS = cores // N unless set (other notebooks run alone, in profile order, "
+                         "with every core); "
                          "each step's output goes to papermill_runs/<profile>/.logs/<step>.log")
     ap.add_argument("--no-lock", action="store_true", help=argparse.SUPPRESS)  # a --workers child: its parent holds it
     return ap
@@ -367,17 +368,26 @@ def unfinished(profile: str, steps: list[Step]) -> list[Step]:
     return [(stem, variant, params) for stem, variant, params in steps if not _skips(profile, stem, variant, params)]
 
 
+def child_threads(stem: str, workers: int, cores: int, given: str | None) -> str:
+    """OMP_NUM_THREADS of a ``--workers`` child: the user's value if set; else cores // N for a training (N of them
+    share the cores) and every core for a step that runs alone. Notebook 03's tokenizer depends on the thread count
+    (float sums in another order), so a step run alone must get the cores a sequential run gives it."""
+    if given:
+        return given
+    return str(max(1, cores // workers)) if stem in PARALLEL_STEMS else str(max(1, cores))
+
+
 def run_profile_parallel(profile: str, steps: list[Step], args: argparse.Namespace, command: str) -> int:
     """``--workers N``: each step runs as a child runner (``--only <step> --no-lock``) in its own process; trainings
-    run side by side, other notebooks alone (``dependencies``). Children get OMP_NUM_THREADS = cores // N unless it is
-    set, and write their output to ``papermill_runs/<profile>/.logs/<step>.log``."""
+    run side by side, other notebooks alone (``dependencies``). Children get OMP_NUM_THREADS from ``child_threads``,
+    and write their output to ``papermill_runs/<profile>/.logs/<step>.log``."""
     if args.skip_finished:
         steps = unfinished(profile, steps)
     labels = [label_of(stem, variant) for stem, variant, _ in steps]
     logs = RUNS / profile / ".logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, DIGER_RUNNER_COMMAND=command)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.workers)))
+    given, cores = os.environ.get("OMP_NUM_THREADS"), os.cpu_count() or 1
     # a child is this runner with the same runs root (tests point RUNS elsewhere), one step and no lock
     base = [sys.executable, "-c", "import sys; from pathlib import Path; from diger_lib import runner; "
             f"runner.RUNS = Path({str(RUNS)!r}); sys.exit(runner.main(sys.argv[1:]))"]
@@ -389,9 +399,10 @@ def run_profile_parallel(profile: str, steps: list[Step], args: argparse.Namespa
     def start(i: int) -> int:
         log_file = logs / f"{labels[i]}.log"
         fh = open(log_file, "w")
-        print(f"[{time.strftime('%H:%M:%S')}] {profile}: {labels[i]} ... (OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, "
+        env_i = dict(env, OMP_NUM_THREADS=child_threads(steps[i][0], args.workers, cores, given))
+        print(f"[{time.strftime('%H:%M:%S')}] {profile}: {labels[i]} ... (OMP_NUM_THREADS={env_i['OMP_NUM_THREADS']}, "
               f"output in {relative(log_file)})", flush=True)
-        handles[i] = (subprocess.Popen(base + ["--only", labels[i], "--no-lock"], cwd=ROOT, env=env, stdout=fh,
+        handles[i] = (subprocess.Popen(base + ["--only", labels[i], "--no-lock"], cwd=ROOT, env=env_i, stdout=fh,
                                        stderr=subprocess.STDOUT), fh)
         return i
 

@@ -289,3 +289,14 @@ def test_run_parallel_starts_nothing_after_a_failure():
     code, spans = _simulate(deps, [1, 4, 4, 1], workers=2, fail={0})
     assert code == 1 and 1 in spans and 2 not in spans and 3 not in spans  # b was running and finishes
     assert spans[1][1] is not None
+
+
+def test_workers_children_threads():
+    """--workers N: trainings share the cores; a step that runs alone (notebook 03: its tokenizer depends on the
+    thread count) gets every core, as in a sequential run; a value the user set wins."""
+    assert runner.child_threads("04_train_recommender", 2, 2, None) == "1"
+    assert runner.child_threads("04_train_recommender", 3, 8, None) == "2"
+    assert runner.child_threads("03_pretrain_rqvae", 2, 2, None) == "2"
+    assert runner.child_threads("02_encode_item_text", 4, 2, None) == "2"
+    assert runner.child_threads("03_pretrain_rqvae", 2, 2, "1") == "1"
+    assert runner.child_threads("04_train_recommender", 4, 2, "") == "1"  # never 0
