@@ -200,6 +200,10 @@ def _diagnosis() -> list[Step]:
         # twice the budget with the cosine schedule: does DIGER recoup the cost of its ID refreshes once drift decays?
         ("dg_cosine_long8", dict(dg, **_COSINE, epochs=8, patience=8, time_budget_minutes=120.0)),
         ("dg_e2e_gen_only", dict(dg, **_E2E, tokenizer_losses=False)),  # L_gen alone moves the tokenizer
+        # session 8: dg_cosine (the W_j e design with the cosine schedule) is level with ts_cosine on seed 2026
+        # (R@10 +0.0001, N@10 +0.0005): its seeds 2027 and 2028, against ts_cosine_s2027 / _s2028
+        ("dg_cosine_s2027", dict(dg, **_COSINE, seed=2027)),
+        ("dg_cosine_s2028", dict(dg, **_COSINE, seed=2028)),
     ]
     steps = [("02_encode_item_text", "", dict(d)), ("03_pretrain_rqvae", "", dict(d, **_QUICK_RQ))]
     steps += [("04_train_recommender", name, params) for name, params in rows]

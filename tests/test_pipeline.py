@@ -39,7 +39,8 @@ DIAGNOSIS = {"dg_authors": "92abcd5b44669c14", "dg_base": "8e54b22e56d18de1", "d
              "dg_e2e": "b73c9d8a787e0b85", "dg_e2e_s2027": "fe2ea1d6d1e0fa26", "dg_e2e_s2028": "5721878f5533cd26",
              "ts_cosine_s2027": "ced8b5e4056bff3a", "ts_cosine_s2028": "bfad46ff25ef8f21",
              "dg_e2e_gen_only": "16e6e2d9ea8b97c6", "dg_e2e_lr1e-6": "81a9914bc1ab92ff",
-             "dg_e2e_long8": "9e2a2c5dad37cd13"}
+             "dg_e2e_long8": "9e2a2c5dad37cd13", "dg_cosine_s2027": "d25bd508477a1637",
+             "dg_cosine_s2028": "69c451534bc3a03e"}
 
 
 def notebook_params(**given):
