@@ -109,6 +109,14 @@ class LRSchedule(str, enum.Enum):
     WARMUP_COSINE = "warmup_cosine"  # linear warm-up, then cosine decay to 0 over the configured epochs
 
 
+class AMP(str, enum.Enum):
+    """Mixed precision of the recommender's forward passes (training and beam search); losses, the tokenizer, the
+    Gumbel sampling, metrics and checkpoints stay fp32 (``runtime.autocast_dtype`` decides)."""
+    AUTO = "auto"  # bf16 autocast on a CUDA device with native bf16, none elsewhere (CPU results unchanged)
+    OFF = "off"  # fp32 everywhere
+    BF16 = "bf16"  # bf16 autocast; refused where the device has no native bf16 (CPU, MPS, CUDA before Ampere)
+
+
 class UniGRecPart(str, enum.Enum):
     """UniGRec's components (its section 3); each M-variant of its Table 3 is a set of them."""
     SOFT = "soft"  # soft identifiers (Eq. 14-15) with stage-1 soft pretraining and annealed tau (Eq. 16)
@@ -344,10 +352,10 @@ class UniGRecConfig:
 
 
 # TrainConfig fields that do not enter a run's checkpoint fingerprint: changing them continues the same run.
-# `epochs` and `time_budget_minutes` only say how long to train; `device`, `eval_batch_size` and
-# `micro_batch_size` only say how to compute (the same results up to float rounding, and, for
-# `micro_batch_size`, other dropout draws).
-NOT_FINGERPRINTED = ("device", "epochs", "time_budget_minutes", "eval_batch_size", "micro_batch_size")
+# `epochs` and `time_budget_minutes` only say how long to train; `device`, `eval_batch_size`,
+# `micro_batch_size` and `amp` only say how to compute (the same results up to float rounding, and, for
+# `micro_batch_size`, other dropout draws; `amp` changes nothing on CPU).
+NOT_FINGERPRINTED = ("device", "epochs", "time_budget_minutes", "eval_batch_size", "micro_batch_size", "amp")
 
 
 @dataclass(frozen=True)
@@ -371,9 +379,11 @@ class TrainConfig:
     time_budget_minutes: float = 0.0  # 0 = none; >0 = start no epoch that would end past this wall time (per call)
     seed: int = 2026
     device: str = "auto"
+    amp: AMP = AMP.AUTO  # bf16 autocast of the recommender's forward passes: auto (CUDA with native bf16) | off | bf16
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", _enum(Method, self.method, "method"))
+        object.__setattr__(self, "amp", _enum(AMP, self.amp, "amp"))
         _check(self.epochs >= 0, f"epochs={self.epochs} must be >= 0")
         _check(self.patience >= 1, f"patience={self.patience} must be >= 1")
         _check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .progress import progress_bar
 from .recommender import GenRecModel
-from .runtime import eval_mode, torch_threads
+from .runtime import autocast, eval_mode, torch_threads
 from .vocab import PAD, SIDVocab
 
 NEG_INF = float("-inf")
@@ -186,14 +186,15 @@ def score_all_items(model: GenRecModel, input_ids: Tensor, attention_mask: Tenso
 
 def recommend(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, trie: SIDTrie, *, beam_size: int,
               topk: int, batch_size: int = 512, progress: bool = True, input_extra: Tensor | None = None,
-              token_table: Tensor | None = None, workers: int = 0) -> Tensor:
+              token_table: Tensor | None = None, workers: int = 0, amp_dtype: torch.dtype | None = None) -> Tensor:
     """Top-``topk`` item ids [U, topk] for every user, in chunks of ``batch_size`` users.
 
     Users are processed longest history first (chunks of similar length carry little padding, and the
     slowest chunks come first so the progress bar's ETA is an upper bound); results come back in input order.
     On CPU, ``workers`` chunks (0 = torch's thread count) run at once, each on one thread: a 64-user chunk's
     small matmuls and element-wise ops gain little from being split over the cores, independent chunks keep
-    every core busy. Each chunk is searched the same way whatever ``workers`` is.
+    every core busy. Each chunk is searched the same way whatever ``workers`` is. ``amp_dtype``
+    (``runtime.autocast_dtype``): the model calls run under that autocast; beam scores are summed in fp32.
     """
     U, L = input_ids.shape
     dev = input_ids.device
@@ -213,8 +214,9 @@ def recommend(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, tri
 
     out = torch.full((U, topk), -1, dtype=torch.long, device=dev)
     bar = progress_bar(total=U, desc="recommend", unit="user", disable=not progress)
-    # eval mode is set here once: chunks searched concurrently must not switch it back under each other
-    with eval_mode(model), bar, contextlib.ExitStack() as stack:
+    # eval mode is set here once: chunks searched concurrently must not switch it back under each other. Autocast is
+    # per thread, so it is entered here only because it never applies on CPU, the one device with worker threads
+    with eval_mode(model), autocast(amp_dtype, dev), bar, contextlib.ExitStack() as stack:
         results = map(search, chunks)
         if workers > 1:
             stack.enter_context(torch_threads(1))

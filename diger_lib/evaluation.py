@@ -12,6 +12,7 @@ from .config import TrainConfig
 from .data import Samples, make_batch
 from .decoding import SIDTrie, recommend
 from .recommender import GenRecModel
+from .runtime import autocast_dtype
 from .vocab import SIDVocab
 
 
@@ -46,7 +47,8 @@ def top_items(model: GenRecModel, samples: Samples, idx: np.ndarray, item_ids: t
     shared = len(uniq) < len(item_ids)
     trie = SIDTrie((uniq if shared else item_ids).to(dev), vocab)
     top = recommend(model, batch.input_ids.to(dev), batch.attention_mask.to(dev), trie, beam_size=cfg.beam_size,
-                    topk=cfg.topk, batch_size=cfg.eval_batch_size, progress=progress, token_table=token_table).cpu()
+                    topk=cfg.topk, batch_size=cfg.eval_batch_size, progress=progress, token_table=token_table,
+                    amp_dtype=autocast_dtype(cfg.amp, dev)).cpu()
     return expand_shared_ids(top, inverse.cpu(), cfg.topk) if shared else top
 
 

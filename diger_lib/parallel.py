@@ -150,7 +150,7 @@ class DataParallelTrainer(Trainer):
         if rows.stop > rows.start:
             l_gen = gen_backward(self.model, self.cfg.micro_batch_size, cut(input_ids), cut(mask), cut(labels),
                                  cut(input_extra), cut(decoder_extra), sid_loss, n_labels=n_labels,
-                                 label_soft=None if sid is None else cut(sid.label_soft))
+                                 label_soft=None if sid is None else cut(sid.label_soft), amp_dtype=self.amp_dtype)
         else:  # a batch shorter than the world: nothing of L_gen here
             l_gen = torch.zeros((), device=input_ids.device)
             if sid_loss is not None:

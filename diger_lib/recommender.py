@@ -18,6 +18,11 @@ dropout is slow). The incremental decoder lets the beams of a user query that us
 as one block (shared, not copied per beam); its self-attention cache never reorders K/V: each step appends
 its rows, and one masked attention call per layer reads every beam's own prefix among them.
 torch.compile was tried and was slower (and compiled for 80 s), so it is not offered.
+
+On CUDA (not run here: this machine has no GPU) attention always uses SDPA, whose fused memory-efficient kernel
+takes T5's additive float mask and the attention dropout. Under bf16 autocast (``TrainConfig.amp``) ``attend`` casts
+the masks, built in fp32, to the queries' dtype as that kernel requires (fp32's most negative value becomes -inf,
+harmless: no query has every key masked). The flash kernel takes no arbitrary mask, so T5's position bias rules it out.
 """
 from __future__ import annotations
 
@@ -48,7 +53,8 @@ class RecStates(NamedTuple):
 
 
 class AttentionKernel(str, enum.Enum):
-    AUTO = "auto"  # MATMUL while attention dropout is active (training), SDPA otherwise (measured fastest on CPU)
+    AUTO = "auto"  # CPU: MATMUL while attention dropout is active (training), SDPA otherwise (measured fastest);
+    #                CUDA: SDPA (fused kernels, dropout included)
     SDPA = "sdpa"  # torch.nn.functional.scaled_dot_product_attention, additive float mask
     MATMUL = "matmul"  # two batched matmuls + softmax + the cheap dropout below (SDPA's CPU dropout is slow)
 
@@ -156,7 +162,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p_drop: float, 
     """softmax(q k^T + mask) v with T5's unscaled logits; dropout ``p_drop`` on the attention weights."""
     if mask is not None and mask.dtype != q.dtype:
         mask = mask.to(q.dtype)
-    if kernel is AttentionKernel.SDPA or (kernel is AttentionKernel.AUTO and p_drop == 0.0):
+    if kernel is AttentionKernel.SDPA or (kernel is AttentionKernel.AUTO and (p_drop == 0.0 or q.is_cuda)):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, scale=1.0)
     scores = torch.matmul(q, k.transpose(-1, -2))
     if mask is not None:

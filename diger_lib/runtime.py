@@ -1,4 +1,5 @@
-"""Where and how reproducibly code runs: the device, threads, seeds, RNG states, and a module's eval mode."""
+"""Where and how reproducibly code runs: the device, its precision, threads, seeds, RNG states, and a module's eval
+mode."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +9,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import nn
+
+from .config import AMP, ConfigError, _enum
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -24,6 +27,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(dev)!r} requested but CUDA is not available")
     return dev
+
+
+def autocast_dtype(amp: AMP | str, device: torch.device) -> torch.dtype | None:
+    """The dtype the recommender's forward passes autocast to on ``device`` (None: none, plain fp32).
+
+    ``auto`` is bf16 on a CUDA device with native bf16 and nothing elsewhere, so a CPU run is bit for bit the run with
+    ``off``. ``bf16`` is refused elsewhere: emulated bf16 (CPU, CUDA before Ampere) is slower than fp32 (this
+    machine's CPU included) and would change CPU results. The CUDA check reads the current CUDA device, the rank's
+    own under torchrun (``parallel.init`` sets it)."""
+    amp = _enum(AMP, amp, "amp")
+    native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    if amp is AMP.BF16 and not native:
+        raise ConfigError(f"amp='bf16' needs a CUDA device with native bf16 (Ampere or later), but the device is "
+                          f"{device}{' without it' if device.type == 'cuda' else ''}; bf16 autocast is refused there "
+                          f"(slower than fp32, and it would change the results): use amp='auto' or 'off'")
+    return torch.bfloat16 if native and amp is not AMP.OFF else None
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device`` (from :func:`autocast_dtype`); a no-op for None. Autocast is
+    per thread: enter it in the thread that runs the model."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager

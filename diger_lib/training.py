@@ -29,7 +29,7 @@ from .joint import JointTokenizer, tokenizer_params  # noqa: F401 (tokenizer_par
 from .paths import display_path
 from .progress import progress_bar
 from .recommender import GenRecModel
-from .runtime import resolve_device, rng_state, seed_everything, set_rng_state
+from .runtime import autocast, autocast_dtype, resolve_device, rng_state, seed_everything, set_rng_state
 from .vocab import SIDVocab
 
 
@@ -81,7 +81,8 @@ def epoch_batches(samples: Samples, cfg: TrainConfig, epoch: int) -> list[np.nda
 def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Tensor, mask: torch.Tensor,
                  labels: torch.Tensor, input_extra: torch.Tensor | None = None,
                  decoder_extra: torch.Tensor | None = None, sid_loss: torch.Tensor | None = None, *,
-                 n_labels: int | None = None, label_soft: torch.Tensor | None = None) -> torch.Tensor:
+                 n_labels: int | None = None, label_soft: torch.Tensor | None = None,
+                 amp_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Backpropagate L_gen (Eq. 4) of one batch, in micro-batches of ``micro_batch_size`` samples (0 = all).
 
     A speed measure only (activations of ~128 sequences stay in the CPU's cache; 256 do not): each
@@ -93,7 +94,9 @@ def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Ten
     the label-token count of the whole step when this batch is one rank's share of it (``parallel.py``; default:
     this batch's). ``label_soft`` [B, T, V] (coupling "embeddings", value 0) adds -label_soft . log p_model per label
     token: L_gen's cross-entropy against the soft labels p of Eq. 6, whose forward is the hard label's (the authors'
-    true-e2e code), so the labels' gradient reaches the tokenizer too. Returns this batch's share of L_gen (detached).
+    true-e2e code), so the labels' gradient reaches the tokenizer too. ``amp_dtype`` (``runtime.autocast_dtype``):
+    the model's forward passes run under that autocast (their L_gen is the cross-entropy of fp32 logits); the
+    ``label_soft`` term and the backward run outside it. Returns this batch's share of L_gen (detached).
     """
     B, m = input_ids.shape[0], micro_batch_size or input_ids.shape[0]
 
@@ -105,9 +108,10 @@ def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Ten
     total = torch.zeros((), device=input_ids.device)
     for s in range(0, B, m):
         sl = slice(s, s + m)
-        out = model(input_ids[sl], mask[sl], labels[sl],
-                    input_extra=None if leaf_in is None else leaf_in[sl],
-                    decoder_extra=None if leaf_dec is None else leaf_dec[sl])
+        with autocast(amp_dtype, input_ids.device):
+            out = model(input_ids[sl], mask[sl], labels[sl],
+                        input_extra=None if leaf_in is None else leaf_in[sl],
+                        decoder_extra=None if leaf_dec is None else leaf_dec[sl])
         part = out.loss * (int((labels[sl] != -100).sum()) / max(n_labels, 1))
         if leaf_lab is not None:  # value 0; its gradient -log p_model / n_labels reaches the soft labels
             part = part - (leaf_lab[sl] * F.log_softmax(out.logits.float(), -1)).sum() / max(n_labels, 1)
@@ -162,6 +166,9 @@ class Trainer:
             raise ValueError("give exactly one of item_ids (two-stage) or joint (ste/diger)")
         self.split, self.cfg, self.vocab, self.progress, self.log = split, cfg, vocab, progress, log
         self.device = resolve_device(cfg.device)
+        self.amp_dtype = autocast_dtype(cfg.amp, self.device)  # None on CPU: fp32, results unchanged
+        if self.amp_dtype is not None:
+            log(f"recommender forward passes under {self.amp_dtype} autocast on {self.device} (amp='{cfg.amp.value}')")
         seed_everything(cfg.seed)
         self.model = GenRecModel(model_cfg, vocab).to(self.device)
         self.joint = joint.to(self.device) if joint is not None else None
@@ -328,7 +335,8 @@ class Trainer:
         input_ids, mask, labels, input_extra, decoder_extra, sid, _ = inputs
         sid_loss = None if sid is None else self.joint.own_loss(sid)
         l_gen = gen_backward(self.model, self.cfg.micro_batch_size, input_ids, mask, labels, input_extra,
-                             decoder_extra, sid_loss, label_soft=None if sid is None else sid.label_soft)
+                             decoder_extra, sid_loss, label_soft=None if sid is None else sid.label_soft,
+                             amp_dtype=self.amp_dtype)
         loss = l_gen
         if sid is not None:  # section 4.3: L_gen + L_vq + L_recon
             loss = l_gen + sid.out.loss_vq.detach() + sid.out.loss_recon.detach()

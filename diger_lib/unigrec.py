@@ -37,6 +37,7 @@ from .metrics import collision_rate
 from .progress import progress_bar
 from .records import read_json, write_json
 from .rqvae import RQVAE, TokenizeOut
+from .runtime import autocast
 from .training import StepLoss, Trainer
 
 # What UniGRec fixes of the joint-training switches (recorded in the run's config): no noise, soft probabilities;
@@ -319,7 +320,8 @@ class UniGRecTrainer(Trainer):
         de-duplicates them, so no item is its own in-batch negative)."""
         input_ids, mask, labels, input_extra, _, sid, _ = inputs
         j, cfg = self.joint, self.joint.cfg
-        s = self.model.forward_states(input_ids, mask, labels, input_extra=input_extra)
+        with autocast(self.amp_dtype, self.device):  # the recommender only; the distillation losses stay fp32
+            s = self.model.forward_states(input_ids, mask, labels, input_extra=input_extra)
         loss, parts = s.loss, {}
         if j.trains_tokenizer:
             loss = loss + cfg.lambda_recon * sid.out.loss_recon
