@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def autocast_dtype(amp: AMP | str, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(amp: AMP | str, device: torch.device, log: Callable[[str], Any] | None = None) -> torch.dtype | None:
     """The dtype the recommender's forward passes autocast to on ``device`` (None: none, plain fp32).
 
     ``auto`` is bf16 on a CUDA device with native bf16 and nothing elsewhere, so a CPU run is bit for bit the run with
@@ -42,7 +42,10 @@ def autocast_dtype(amp: AMP | str, device: torch.device) -> torch.dtype | None:
         raise ConfigError(f"amp='bf16' needs a CUDA device with native bf16 (Ampere or later), but the device is "
                           f"{device}{' without it' if device.type == 'cuda' else ''}; bf16 autocast is refused there "
                           f"(slower than fp32, and it would change the results): use amp='auto' or 'off'")
-    return torch.bfloat16 if native and amp is not AMP.OFF else None
+    dtype = torch.bfloat16 if native and amp is not AMP.OFF else None
+    if dtype is not None and log is not None:
+        log(f"recommender forward passes under {dtype} autocast on {device} (amp='{amp.value}')")
+    return dtype
 
 
 def autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:

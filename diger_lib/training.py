@@ -1,10 +1,10 @@
 """Training loops: Two-Stage (frozen IDs) and joint (STE / DIGER), early stopping, checkpoint-resume.
 
 One loop serves every method. Two-Stage reads a fixed item -> token table; the joint methods ask the
-:class:`~diger_lib.joint.JointTokenizer` for every batch's items at every step, so L_gen + L_vq + L_recon
-(section 4.3) updates the recommender and the tokenizer, with separate learning rates (section 5).
-Every epoch ends with a validation pass (deterministic IDs, trie rebuilt from them), an atomic checkpoint
-of everything needed to continue exactly, and, for joint methods, the SID-dynamics record of section 8.
+:class:`~diger_lib.joint.JointTokenizer` for every batch's items at every step, so L_gen + L_vq + L_recon (section
+4.3) updates the recommender and the tokenizer, with separate learning rates (section 5). Every epoch ends with a
+validation pass (deterministic IDs, trie rebuilt from them), an atomic checkpoint of everything needed to continue
+exactly, and, for joint methods, the SID-dynamics record of section 8.
 """
 from __future__ import annotations
 
@@ -94,10 +94,8 @@ def gen_backward(model: GenRecModel, micro_batch_size: int, input_ids: torch.Ten
     the label-token count of the whole step when this batch is one rank's share of it (``parallel.py``; default:
     this batch's). ``label_soft`` [B, T, V] (coupling "embeddings", value 0) adds -label_soft . log p_model per label
     token: L_gen's cross-entropy against the soft labels p of Eq. 6, whose forward is the hard label's (the authors'
-    true-e2e code), so the labels' gradient reaches the tokenizer too. ``amp_dtype`` (``runtime.autocast_dtype``):
-    the model's forward passes run under that autocast (their L_gen is the cross-entropy of fp32 logits); the
-    ``label_soft`` term and the backward run outside it. Returns this batch's share of L_gen (detached).
-    """
+    true-e2e code), so the labels' gradient reaches the tokenizer too. Only the model's forward passes run under
+    ``amp_dtype``'s autocast (``runtime.autocast_dtype``). Returns this batch's share of L_gen (detached)."""
     B, m = input_ids.shape[0], micro_batch_size or input_ids.shape[0]
 
     def leaf(t: torch.Tensor | None) -> torch.Tensor | None:  # cut the shared graph; its gradient is gathered
@@ -166,9 +164,7 @@ class Trainer:
             raise ValueError("give exactly one of item_ids (two-stage) or joint (ste/diger)")
         self.split, self.cfg, self.vocab, self.progress, self.log = split, cfg, vocab, progress, log
         self.device = resolve_device(cfg.device)
-        self.amp_dtype = autocast_dtype(cfg.amp, self.device)  # None on CPU: fp32, results unchanged
-        if self.amp_dtype is not None:
-            log(f"recommender forward passes under {self.amp_dtype} autocast on {self.device} (amp='{cfg.amp.value}')")
+        self.amp_dtype = autocast_dtype(cfg.amp, self.device, log)  # None on CPU: fp32, results unchanged
         seed_everything(cfg.seed)
         self.model = GenRecModel(model_cfg, vocab).to(self.device)
         self.joint = joint.to(self.device) if joint is not None else None
@@ -334,9 +330,8 @@ class Trainer:
         through the tokenizer (section 4.3). ``idx`` are the batch's training samples."""
         input_ids, mask, labels, input_extra, decoder_extra, sid, _ = inputs
         sid_loss = None if sid is None else self.joint.own_loss(sid)
-        l_gen = gen_backward(self.model, self.cfg.micro_batch_size, input_ids, mask, labels, input_extra,
-                             decoder_extra, sid_loss, label_soft=None if sid is None else sid.label_soft,
-                             amp_dtype=self.amp_dtype)
+        l_gen = gen_backward(self.model, self.cfg.micro_batch_size, input_ids, mask, labels, input_extra, decoder_extra,
+                             sid_loss, label_soft=None if sid is None else sid.label_soft, amp_dtype=self.amp_dtype)
         loss = l_gen
         if sid is not None:  # section 4.3: L_gen + L_vq + L_recon
             loss = l_gen + sid.out.loss_vq.detach() + sid.out.loss_recon.detach()

@@ -77,7 +77,7 @@ def test_auto_on_cpu_is_bit_identical_to_off(method, tmp_path, monkeypatch):
 def test_forced_bf16_reaches_training_and_decoding_losses_stay_fp32(method, tmp_path, monkeypatch):
     """What ``auto`` does on a CUDA device with bf16, played on CPU: the test above would see this difference."""
     ref_rec, _, _ = _epoch(_trainer(method, tmp_path / "ref", "off"))
-    monkeypatch.setattr(training, "autocast_dtype", lambda amp, device: torch.bfloat16)
+    monkeypatch.setattr(training, "autocast_dtype", lambda amp, device, log=None: torch.bfloat16)
     monkeypatch.setattr(evaluation, "autocast_dtype", lambda amp, device: torch.bfloat16)
     tr = _trainer(method, tmp_path, "off")
     assert tr.amp_dtype is torch.bfloat16
