@@ -9,13 +9,21 @@ Beauty's test users (history = the last 20 items before the held-out one, LETTER
    ``constrained_beam_search`` on the same users: users/s, ratio, share of users with identical top-10.
 2. ours alone through ``recommend`` (chunks of 64 sorted by length, searched by ``--threads`` single-threaded
    workers at once) on ``--users`` users, extrapolated to all test users; ``--all`` decodes every one of them.
-3. ``--baseline-rounds N``: ``recommend`` against the search as it was before issue 11 part 2
-   (``decode_baseline.py``: every op split over ``--threads`` threads), alternately N times each on the same
+3. ``--baseline-rounds N``: ``recommend`` against a frozen earlier search, alternately N times each on the same
    users, in the same process: wall and CPU time ratios and whether every top-10 list is identical.
-   Alternating keeps a busy machine's load about equal on both sides.
+   Alternating keeps a busy machine's load about equal on both sides. ``--baseline pointer`` (default): the
+   search before issue 11 part 2 (``decode_baseline.py``: every op split over ``--threads`` threads);
+   ``--baseline appended``: the one after its first round (``decode_appended.py``: appended K/V, one masked
+   SDPA call per layer, concurrent single-threaded chunks like ours).
+4. ``--chunk-rounds N``: the same comparison at a finer grain, on one thread: each chunk ``recommend`` would form
+   is searched by the baseline and by ours back to back (order alternating), N rounds; thread CPU time per call.
+   Both calls of a pair meet about the same load, so on a busy machine the median of the per-chunk ratios is the
+   number to trust; whole-call alternation (3.) still drifts with the load of the minutes between calls.
 
     .venv/bin/python benchmarks/bench_decode.py --hf-users 64 --users 2048 --threads 2
     .venv/bin/python benchmarks/bench_decode.py --hf-users 0 --users 1024 --threads 2 --baseline-rounds 2
+    .venv/bin/python benchmarks/bench_decode.py --hf-users 0 --users 2048 --threads 2 --baseline-rounds 3 \
+        --baseline appended --chunk-rounds 3
 """
 from __future__ import annotations
 
@@ -26,12 +34,14 @@ import time
 import numpy as np
 import torch
 
+import decode_appended
 import decode_baseline
 from bench_common import ROOT, build_models, load_bench_data, rss_mb
 
 from diger_lib import data as D
 from diger_lib.config import RecommenderConfig, TrainConfig
-from diger_lib.decoding import SIDTrie, constrained_beam_search, recommend
+from diger_lib.decoding import SIDTrie, constrained_beam_search, length_chunks, recommend
+from diger_lib.runtime import torch_threads
 
 
 def hf_prefix_fn(tokens: torch.Tensor):
@@ -66,12 +76,13 @@ def hf_recommend(hf, input_ids, attention_mask, tokens, *, beam_size, topk, batc
 
 
 def compare_baseline(model, b, trie, top: torch.Tensor, args) -> None:
-    """Time the frozen pre-issue-11 search and ours alternately on the same users: best and median wall time,
-    median CPU time of the process (all threads; on a busy machine it shows the work done, wall time also
+    """Time a frozen earlier search (``--baseline``) and ours alternately on the same users: best and median wall
+    time, median CPU time of the process (all threads; on a busy machine it shows the work done, wall time also
     shows the waiting), and whether every list is identical."""
     kw = dict(beam_size=args.beam_size, topk=args.topk, batch_size=args.batch_size)
     wall, cpu = {"baseline": [], "ours": []}, {"baseline": [], "ours": []}
-    runs = {"baseline": lambda: decode_baseline.recommend(model, b.input_ids, b.attention_mask, trie, **kw),
+    frozen = {"pointer": decode_baseline, "appended": decode_appended}[args.baseline]
+    runs = {"baseline": lambda: frozen.recommend(model, b.input_ids, b.attention_mask, trie, **kw),
             "ours": lambda: recommend(model, b.input_ids, b.attention_mask, trie, progress=False, **kw)}
     got = {}
     for _ in range(args.baseline_rounds):
@@ -85,10 +96,40 @@ def compare_baseline(model, b, trie, top: torch.Tensor, args) -> None:
     for name in runs:
         print(f"{name:8s}: wall best {min(wall[name]):6.2f} s, median {np.median(wall[name]):6.2f} s; "
               f"CPU median {np.median(cpu[name]):6.2f} s")
-    print(f"speed ratio baseline / ours on {len(top):,} users, {args.baseline_rounds} alternating rounds: wall best "
-          f"{min(wall['baseline']) / min(wall['ours']):.2f}x, wall median {np.median(wall['baseline']) / np.median(wall['ours']):.2f}x, "
-          f"CPU median {np.median(cpu['baseline']) / np.median(cpu['ours']):.2f}x; identical top-{args.topk} lists: "
-          f"{same.float().mean().item():.1%} of users ({int((~same).sum())} differ)")
+    best = min(wall["baseline"]) / min(wall["ours"])
+    wall_med, cpu_med = (np.median(t["baseline"]) / np.median(t["ours"]) for t in (wall, cpu))
+    print(f"speed ratio baseline ({args.baseline}) / ours on {len(top):,} users, {args.baseline_rounds} alternating "
+          f"rounds: wall best {best:.2f}x, wall median {wall_med:.2f}x, CPU median {cpu_med:.2f}x; identical "
+          f"top-{args.topk} lists: {same.float().mean().item():.1%} of users ({int((~same).sum())} differ)")
+
+
+def compare_per_chunk(model, b, trie, args) -> None:
+    """One thread; per chunk of ``recommend``, the frozen search (``--baseline``) and ours back to back, the order
+    alternating: thread CPU time of each call, the median and spread of the per-chunk ratios, differing lists."""
+    frozen = {"pointer": decode_baseline, "appended": decode_appended}[args.baseline]
+    kw = dict(beam_size=args.beam_size, topk=args.topk)
+    runs = {"baseline": lambda ids, mask: frozen.constrained_beam_search(model, ids, mask, trie, **kw).items,
+            "ours": lambda ids, mask: constrained_beam_search(model, ids, mask, trie, **kw).items}
+    chunks, end = length_chunks(b.attention_mask, args.batch_size)
+    cpu, ratios, differ = {"baseline": 0.0, "ours": 0.0}, [], 0
+    with torch_threads(1):
+        for r in range(args.chunk_rounds):
+            for k, idx in enumerate(chunks):
+                width = max(int(end[idx].max()), 1)
+                ids, mask = b.input_ids[idx, :width], b.attention_mask[idx, :width]
+                secs, items = {}, {}
+                for name in (("baseline", "ours") if (r + k) % 2 == 0 else ("ours", "baseline")):
+                    t = time.thread_time()
+                    items[name] = runs[name](ids, mask)
+                    secs[name] = time.thread_time() - t
+                    cpu[name] += secs[name]
+                ratios.append(secs["baseline"] / secs["ours"])
+                differ += int((items["baseline"] != items["ours"]).any(1).sum()) if r == 0 else 0
+    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+    print(f"per-chunk speed ratio baseline ({args.baseline}) / ours, 1 thread, {len(chunks)} chunks x "
+          f"{args.chunk_rounds} rounds: median {med:.3f}x (quartiles {q1:.3f}-{q3:.3f}); total CPU "
+          f"{cpu['baseline']:.1f} s / {cpu['ours']:.1f} s = {cpu['baseline'] / cpu['ours']:.3f}x; "
+          f"users with different top-{args.topk} lists: {differ}")
 
 
 def main() -> None:
@@ -102,7 +143,12 @@ def main() -> None:
     ap.add_argument("--compare-batch-size", type=int, default=0,
                     help="also time recommend on the same users in calls of this many users (e.g. 512), same process")
     ap.add_argument("--baseline-rounds", type=int, default=0,
-                    help="also time the pre-issue-11 search (decode_baseline.py) and ours alternately this many times")
+                    help="also time a frozen earlier search (--baseline) and ours alternately this many times")
+    ap.add_argument("--chunk-rounds", type=int, default=0,
+                    help="also compare with --baseline chunk by chunk on one thread, this many rounds")
+    ap.add_argument("--baseline", choices=["pointer", "appended"], default="pointer",
+                    help="pointer: before issue 11 part 2 (decode_baseline.py); appended: after its first round "
+                         "(decode_appended.py)")
     ap.add_argument("--beam-size", type=int, default=20)
     ap.add_argument("--topk", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -164,6 +210,8 @@ def main() -> None:
               f"{(other == top).all(1).float().mean().item():.1%} of users")
     if args.baseline_rounds:
         compare_baseline(ours, b, trie, top, args)
+    if args.chunk_rounds:
+        compare_per_chunk(ours, b, trie, args)
     if args.hf_users:
         print(f"ours recommend / HF generate: {(n / secs) / hf_rate:.1f}x")
     print(f"load average at the end {os.getloadavg()} (other processes on the machine slow every number)")

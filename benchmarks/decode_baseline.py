@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diger_lib.decoding import NEG_INF, BeamOutput, SIDTrie
-from diger_lib.recommender import CrossKV, GenRecModel, attend
+from diger_lib.recommender import CrossKV, GenRecModel, attend, padding_mask
 from diger_lib.runtime import eval_mode
 from diger_lib.vocab import PAD
 
@@ -30,6 +30,13 @@ class PointerKV(NamedTuple):
 
     def select(self, parent: Tensor) -> "PointerKV":
         return PointerKV(self.keys, self.values, [a.gather(1, parent) for a in self.ancestors])
+
+
+def cross_kv(model: GenRecModel, enc: Tensor, attention_mask: Tensor) -> CrossKV:
+    """``GenRecModel.cross_kv`` as it was: K/V as strided views of the fused projection (the library now stores them
+    head-major, keys transposed, which would change the arithmetic of the frozen searches' SDPA calls)."""
+    ks, vs = zip(*(blk.cross_attn.cross_kv(enc) for blk in model.dec_blocks))
+    return CrossKV(list(ks), list(vs), padding_mask(attention_mask, enc.dtype))
 
 
 def decode_step(model: GenRecModel, tokens: Tensor, cross: CrossKV, cache: PointerKV | None,
@@ -69,7 +76,7 @@ def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mas
     with eval_mode(model):
         with torch.inference_mode():
             enc = model.encode(input_ids, attention_mask, input_extra=input_extra, token_table=token_table)
-            cross = model.cross_kv(enc, attention_mask)
+            cross = cross_kv(model, enc, attention_mask)
             B, dev = input_ids.shape[0], input_ids.device
             tokens = torch.full((B,), PAD, dtype=torch.long, device=dev)
             node = torch.zeros(B, dtype=torch.long, device=dev)

@@ -41,6 +41,8 @@ class SIDTrie:
 
     ``next[j]`` is an int32 tensor [n_nodes_j, K]: the child node reached from a level-j node by code c, or -1
     if no item continues that way; at the last level the entry is the item id. Level 0 has one node (root).
+    ``penalty[j]`` is the same table as a float mask, 0 where a child exists and -inf where not: the search adds
+    it to the scores (one pass) and looks children up only for the beams it keeps.
     """
 
     def __init__(self, codes: Tensor, vocab: SIDVocab):
@@ -70,6 +72,7 @@ class SIDTrie:
             table[node, codes[:, j]] = child.to(torch.int32)
             self.next.append(table)
             node, n_nodes = child, n_child
+        self.penalty = [torch.zeros(t.shape, device=codes.device).masked_fill_(t < 0, NEG_INF) for t in self.next]
 
     @property
     def n_items(self) -> int:
@@ -112,16 +115,15 @@ def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mas
                 out = model.decode_step(tokens, cross, cache, capacity=rows, token_table=token_table)
                 off = vocab.level_offset(j)  # level j owns tokens [off, off + K)
                 logp = torch.log_softmax(out.logits.float(), dim=-1)[:, off:off + K]  # [B*nb, K]
-                child = trie.next[j][node.clamp(min=0)].long()  # [B*nb, K]; -1 = not in the trie
-                cand = (score[:, None] + logp).masked_fill_(child < 0, NEG_INF).view(B, nb * K)
-                child = child.view(B, nb * K)
+                node = node.clamp(min=0)  # dead beams (-1) score -inf whatever node they read
+                cand = (logp + score[:, None]).add_(trie.penalty[j][node]).view(B, nb * K)  # -inf: not in the trie
                 if nb * K < beam_size:  # tiny catalogues: keep beam_size slots, the extra ones invalid
                     cand = F.pad(cand, (0, beam_size - nb * K), value=NEG_INF)
-                    child = F.pad(child, (0, beam_size - nb * K), value=-1)
                 score, pick = cand.topk(beam_size, dim=1)  # [B, beam] best first
-                node = child.gather(1, pick)
                 parent = (pick // K).clamp_(max=nb - 1)  # [B, beam] index among the user's nb hypotheses
-                tokens = (pick % K + off).flatten()
+                code = pick % K
+                node = trie.next[j][node.view(B, nb).gather(1, parent), code].long()
+                tokens = (code + off).flatten()
                 node = node.masked_fill_(score == NEG_INF, -1).flatten()
                 score = score.flatten()
                 if j + 1 < vocab.n_tokens:
@@ -184,24 +186,31 @@ def score_all_items(model: GenRecModel, input_ids: Tensor, attention_mask: Tenso
     return torch.stack(out)
 
 
+def length_chunks(attention_mask: Tensor, batch_size: int) -> tuple[list[Tensor], Tensor]:
+    """Users in chunks of ``batch_size``, longest history first, and each user's history end (last token + 1).
+
+    Chunks of similar length carry little padding, and the slowest come first so a progress bar's ETA is an
+    upper bound. A chunk's inputs can be trimmed to its longest end.
+    """
+    U, L = attention_mask.shape
+    pos = torch.arange(1, L + 1, device=attention_mask.device)
+    end = (attention_mask.bool() * pos).amax(1) if L else torch.zeros(U, dtype=torch.long, device=pos.device)
+    return list(torch.split(torch.argsort(end, descending=True, stable=True), batch_size)), end
+
+
 def recommend(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, trie: SIDTrie, *, beam_size: int,
               topk: int, batch_size: int = 512, progress: bool = True, input_extra: Tensor | None = None,
               token_table: Tensor | None = None, workers: int = 0, amp_dtype: torch.dtype | None = None) -> Tensor:
     """Top-``topk`` item ids [U, topk] for every user, in chunks of ``batch_size`` users.
 
-    Users are processed longest history first (chunks of similar length carry little padding, and the
-    slowest chunks come first so the progress bar's ETA is an upper bound); results come back in input order.
+    Users are processed longest history first (:func:`length_chunks`); results come back in input order.
     On CPU, ``workers`` chunks (0 = torch's thread count) run at once, each on one thread: a 64-user chunk's
     small matmuls and element-wise ops gain little from being split over the cores, independent chunks keep
     every core busy. Each chunk is searched the same way whatever ``workers`` is. ``amp_dtype``
     (``runtime.autocast_dtype``): the model calls run under that autocast; beam scores are summed in fp32.
     """
-    U, L = input_ids.shape
-    dev = input_ids.device
-    pos = torch.arange(1, L + 1, device=dev)
-    end = (attention_mask.bool() * pos).amax(1) if L else torch.zeros(U, dtype=torch.long, device=dev)  # last token + 1
-    order = torch.argsort(end, descending=True, stable=True)
-    chunks = list(torch.split(order, batch_size))
+    U, dev = input_ids.shape[0], input_ids.device
+    chunks, end = length_chunks(attention_mask, batch_size)
     if dev.type != "cpu":
         workers = 1
     workers = min(workers or torch.get_num_threads(), len(chunks)) or 1

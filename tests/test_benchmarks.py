@@ -18,13 +18,17 @@ def _run(script: str, *args: str, tmp_path: Path) -> str:
 
 
 @pytest.mark.benchmarks  # builds two paper-size models per script
-def test_bench_decode_runs_and_matches_hf_generate(tmp_path):
+@pytest.mark.parametrize("baseline", ["pointer", "appended"])  # the two frozen earlier searches
+def test_bench_decode_runs_and_matches_hf_generate(tmp_path, baseline):
     out = _run("bench_decode.py", "--hf-users", "3", "--hf-batch", "3", "--users", "6", "--batch-size", "4",
-               "--compare-batch-size", "6", "--baseline-rounds", "1", tmp_path=tmp_path)
+               "--compare-batch-size", "6", "--baseline-rounds", "1", "--baseline", baseline, "--chunk-rounds", "1",
+               tmp_path=tmp_path)
     assert "synthetic" in out
     assert "identical top-10 lists: 100.0% of users" in out  # our beam search == transformers' generate
     assert "same top-10: 100.0% of users" in out  # call size does not change results
-    assert "speed ratio baseline / ours" in out and "lists: 100.0% of users (0 differ)" in out  # == pre-issue-11 search
+    assert f"speed ratio baseline ({baseline}) / ours" in out  # ours == the frozen search, user for user:
+    assert "lists: 100.0% of users (0 differ)" in out
+    assert f"per-chunk speed ratio baseline ({baseline}) / ours" in out and "different top-10 lists: 0" in out
 
 
 @pytest.mark.benchmarks

@@ -54,6 +54,9 @@ def test_trie_tables_follow_every_id_to_its_item_and_nothing_else():
     # the number of valid transitions at each level equals the number of distinct prefixes one longer
     for j in range(vocab.n_tokens):
         assert int((trie.next[j] >= 0).sum()) == len(torch.unique(codes[:, : j + 1], dim=0))
+        # the additive mask the search uses: 0 exactly where a child exists, -inf elsewhere
+        assert torch.equal(trie.penalty[j] == 0, trie.next[j] >= 0)
+        assert torch.isinf(trie.penalty[j][trie.next[j] < 0]).all()
     assert trie.as_dict()[codes[0, 0].item()][codes[0, 1].item()][codes[0, 2].item()] == 0
 
 

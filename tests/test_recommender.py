@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diger_lib.config import RecommenderConfig
-from diger_lib.recommender import GenRecModel, dropout, hf_t5_config
+from diger_lib.recommender import GenRecModel, RMSNorm, dropout, hf_t5_config
 from diger_lib.vocab import SIDVocab
 
 transformers = pytest.importorskip("transformers")
@@ -113,6 +113,20 @@ def test_cheap_dropout_rate_scale_and_gradient():
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # gradient flows through the kept entries with the same scale
     assert dropout(x, 0.1, False) is x and dropout(x, 0.0, True) is x
+
+
+def test_rms_norm_without_a_graph_is_f_rms_norm_bit_for_bit():
+    """The no-grad path spells out the norm in place; it must give F.rms_norm's bits, or beam search would drift."""
+    g = torch.Generator().manual_seed(0)
+    for shape, scale in (((1280, 128), 1.0), ((3, 7, 32), 1e-3), ((5, 130), 50.0)):
+        norm = RMSNorm(shape[-1])
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 1.5, generator=g)
+        x = torch.randn(shape, generator=g) * scale
+        ref = torch.nn.functional.rms_norm(x, (shape[-1],), norm.weight, norm.eps)
+        with torch.no_grad():
+            assert torch.equal(norm(x), ref)
+        assert norm(x.requires_grad_()).grad_fn is not None  # with a graph: F.rms_norm itself
 
 
 def test_gradients_reach_the_joint_training_hooks():
