@@ -233,10 +233,13 @@ def claims(cells: dict[tuple[str, str], Cell], t2: pd.DataFrame, t4: pd.DataFram
 
 def scale_note(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> str:
     """One line saying at which scale our numbers were made (stated at the top of every table)."""
-    def vals(key):
-        return sorted({str(c.get(key)) for c in configs if key in c})
     if not configs:
         return "no runs yet"
+    # the most-popular floor trains nothing: its config's epochs and samples (defaults, unused) say nothing of the scale
+    configs = [c for c in configs if c.get("method") != "most_popular"] or configs
+
+    def vals(key):
+        return sorted({str(c.get(key)) for c in configs if key in c})
     layers = sorted({f"{c.get('n_encoder_layers')}+{c.get('n_decoder_layers')}" for c in configs})
     return (f"Ours: T5 {'/'.join(layers)} layers, d_model {'/'.join(vals('d_model'))}, at most "
             f"{'/'.join(vals('epochs'))} epochs of {'/'.join(vals('samples_per_epoch'))} training samples, "

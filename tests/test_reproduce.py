@@ -113,3 +113,16 @@ def test_paper_cpu_profile_makes_every_run_the_tables_read():
     pairs = dict(p.split(":") for p in tables["pairs"].split(","))
     assert pairs["Yelp__ste__s2026"] == "Yelp__two_stage__s2026" and pairs["Beauty__ste__s2027"] == "Beauty__two_stage__s2027"
     assert all(p in names for p in pairs.values())
+
+
+def test_scale_note_ignores_the_most_popular_floor():
+    """The floor trains nothing; its config's default epochs/samples must not enter the line atop every table."""
+    trained = dict(method="two_stage", n_encoder_layers=2, n_decoder_layers=2, d_model=128, epochs=4,
+                   samples_per_epoch=65536, max_eval_users=5000)
+    floor = dict(method="most_popular", n_encoder_layers=6, n_decoder_layers=6, d_model=128, epochs=200,
+                 samples_per_epoch=0, max_eval_users=0)
+    note = RP.scale_note([run("Beauty__two_stage__s2026", 0.02), run("Beauty__most_popular__s2026", 0.01)],
+                         [trained, floor])
+    assert "T5 2+2 layers" in note and "at most 4 epochs of 65536 training samples" in note
+    assert "validation on 5000 users" in note and "2 runs" in note
+    assert "200" not in note and "6+6 layers" not in note
