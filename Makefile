@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha2
 PROFILE ?= quick
 WORKERS ?= 2
 
-.PHONY: setup data quick smoke paper paper-cpu paper-two-stage baselines peer-tiger test test-fast test-browser diagnosis
+.PHONY: setup data quick smoke paper paper-cpu paper-two-stage paper-two-stage-cosine baselines peer-tiger test test-fast test-browser diagnosis
 
 # The git diff driver and the nbstripout filter are set with paths relative to the repository: git runs them from
 # the top of the working tree, so each clone and each worktree (worktrees share one .git/config) uses its own venv.
@@ -48,6 +48,10 @@ paper-cpu: data
 # Two-Stage on Beauty at the paper's full size, 115 min per call; run it again to resume until early stopping.
 paper-two-stage: data
 	$(VPY) -m diger_lib.runner --profile paper_two_stage $(RUNNER_ARGS)
+
+# The same at full size with 500 warm-up steps + cosine over 20 epochs (the diagnosis study's recipe); resumes likewise.
+paper-two-stage-cosine: data
+	$(VPY) -m diger_lib.runner --profile paper_two_stage_cosine $(RUNNER_ARGS)
 
 # Table 3's conventional rows with cornac (notebook 03b: SASRec, MF, BERT4Rec on Beauty, Instruments, Yelp; README
 # "Conventional baselines (cornac)" sizes it). Resumable per run with --skip-finished; SASRec is UniGRec's teacher.

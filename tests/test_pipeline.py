@@ -166,3 +166,15 @@ def test_run_label():
     assert pipeline.run_label("two_stage", "letter") == "Two-Stage (LETTER IDs)"
     assert pipeline.run_label("diger", decay="frqud") == "DIGER (FrqUD)"
     assert pipeline.run_label("diger", decay="none", noise="gaussian") == "DIGER (w/o UD) noise=gaussian update=soft"
+
+
+def test_full_size_cosine_two_stage_differs_from_the_old_run_only_in_its_schedule():
+    """paper_two_stage_cosine: the paper-size Two-Stage, on the same artifacts, with warm-up + cosine over 20 epochs."""
+    old, new = _spec("paper_two_stage", "two_stage"), _spec("paper_two_stage_cosine", "two_stage_cosine")
+    assert new.model == old.model and new.data == old.data and new.train.lr == old.train.lr
+    assert new.train.lr_schedule.value == "warmup_cosine" and new.train.warmup_steps == 500
+    assert (new.train.epochs, new.train.patience, old.train.epochs) == (20, 5, 200)
+    assert new.train.samples_per_epoch == old.train.samples_per_epoch == 0  # every training sample, every epoch
+    assert new.fingerprint() != old.fingerprint()
+    art = {p["artifacts_dir"] for s, v, p in steps_for("paper_two_stage_cosine") if not s.startswith("06")}
+    assert art == {"paper_two_stage"}
