@@ -87,6 +87,9 @@ def test_readme_results_block(tmp_path):
     assert "0.9999" not in new and new.startswith("# R\n\nintro\n") and new.endswith(f"{RP.END}\n\nafter\n")
     assert "#### Table 2: paper vs ours" in new and "| Beauty | Two-Stage | 0.0395 |" in new
     assert RP.readme_results(new, tmp_path) == new  # idempotent
+    assert "How long each part took" not in new  # optional until notebook 06 writes it
+    (tmp_path / "timing.md").write_text("# How long each part took\n\n| part | runs |\n")
+    assert "#### How long each part took" in RP.readme_results(text, tmp_path)
     with pytest.raises(ValueError, match="no results block"):
         RP.readme_results("# R\n", tmp_path)
     (tmp_path / "table4.md").unlink()
@@ -126,3 +129,29 @@ def test_scale_note_ignores_the_most_popular_floor():
     assert "T5 2+2 layers" in note and "at most 4 epochs of 65536 training samples" in note
     assert "validation on 5000 users" in note and "2 runs" in note
     assert "200" not in note and "6+6 layers" not in note
+
+
+def test_timing_sums_each_part_of_the_batch(tmp_path):
+    """figures/timing: every run folder's minutes by part (a resumed run counts its training over all calls)."""
+    import json
+
+    def folder(name, **t):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "timing.json").write_text(json.dumps(t))
+    folder("01_prepare_data", wall_seconds=60)
+    folder("03_pretrain_rqvae__Beauty", wall_seconds=600)
+    folder("03_pretrain_rqvae__Beauty_K128_m3", wall_seconds=120)
+    folder("04_train_recommender__Beauty__two_stage__s2026", wall_seconds=1200, train_wall_seconds=1100)
+    folder("04_train_recommender__Beauty__diger_sdud__s2027", wall_seconds=600, train_wall_seconds=1800)  # resumed
+    folder("04_train_recommender__Beauty__K128_m3__s2026", wall_seconds=900)
+    folder("04_train_recommender__Beauty__abl_gaussian__s2026", wall_seconds=300)
+    folder("04_train_recommender__Yelp__sdud_lambda2__s2026", wall_seconds=60)
+    (tmp_path / ".04_train_recommender__Yelp__ste__s2026.FAILED").mkdir()  # no timing.json: not counted
+    df = RP.timing(tmp_path).set_index("part")
+    assert df.loc["Table 2, Beauty", "runs"] == 2 and df.loc["Table 2, Beauty", "minutes"] == 50.0
+    assert df.loc["Table 5 (Beauty, tokenizers included)", "minutes"] == 17.0
+    assert df.loc["Table 4 (Beauty)", "minutes"] == 5.0 and df.loc["Figure 5", "runs"] == 1
+    assert df.loc["all", "runs"] == 8 and df.loc["all", "minutes"] == 1 + 10 + 50 + 17 + 5 + 1
+    assert list(df.index[:2]) == ["data (01)", "item text and tokenizers (02, 03)"]  # the batch's order
+    f = RP.write_timing(tmp_path, tmp_path / "fig")
+    assert "| Table 2, Beauty | 2 | 50" in f.read_text() and f.with_suffix(".csv").is_file()
