@@ -14,15 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from diger_lib.decoding import NEG_INF, BeamOutput, SIDTrie
+from diger_lib.decoding import BeamOutput, SIDTrie
 from diger_lib.recommender import CrossKV, GenRecModel, attend
 from diger_lib.runtime import eval_mode, torch_threads
-from diger_lib.vocab import PAD
 
-from decode_baseline import cross_kv
+from decode_baseline import beam_loop, cross_kv
 
 
 class AppendedKV(NamedTuple):
@@ -68,38 +66,13 @@ def decode_step(model: GenRecModel, tokens: Tensor, cross: CrossKV, cache: Appen
 
 def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, trie: SIDTrie, *,
                             beam_size: int = 20, topk: int = 10) -> BeamOutput:
-    vocab, K = trie.vocab, trie.vocab.codebook_size
     with eval_mode(model):
         with torch.inference_mode():
             enc = model.encode(input_ids, attention_mask)
             cross = cross_kv(model, enc, attention_mask)
-            B, dev = input_ids.shape[0], input_ids.device
-            tokens = torch.full((B,), PAD, dtype=torch.long, device=dev)
-            node = torch.zeros(B, dtype=torch.long, device=dev)
-            score = torch.zeros(B, device=dev)
-            cache, nb = None, 1
-            rows = 1 + (vocab.n_tokens - 1) * beam_size
-            for j in range(vocab.n_tokens):
-                logits, new_cache = decode_step(model, tokens, cross, cache, rows)
-                off = vocab.level_offset(j)
-                logp = torch.log_softmax(logits.float(), dim=-1)[:, off:off + K]  # [B*nb, K]
-                child = trie.next[j][node.clamp(min=0)].long()  # [B*nb, K]; -1 = not in the trie
-                cand = (score[:, None] + logp).masked_fill_(child < 0, NEG_INF).view(B, nb * K)
-                child = child.view(B, nb * K)
-                if nb * K < beam_size:
-                    cand = F.pad(cand, (0, beam_size - nb * K), value=NEG_INF)
-                    child = F.pad(child, (0, beam_size - nb * K), value=-1)
-                score, pick = cand.topk(beam_size, dim=1)
-                node = child.gather(1, pick)
-                parent = (pick // K).clamp_(max=nb - 1)
-                tokens = (pick % K + off).flatten()
-                node = node.masked_fill_(score == NEG_INF, -1).flatten()
-                score = score.flatten()
-                if j + 1 < vocab.n_tokens:
-                    cache = new_cache.select(parent)
-                nb = beam_size
-            score, node = score.view(B, beam_size)[:, :topk], node.view(B, beam_size)[:, :topk]
-        return BeamOutput(node.clone(), score.clone())
+            rows = 1 + (trie.vocab.n_tokens - 1) * beam_size
+            step = lambda tokens, cache: decode_step(model, tokens, cross, cache, rows)  # noqa: E731
+            return beam_loop(step, trie, input_ids.shape[0], input_ids.device, beam_size, topk)
 
 
 def recommend(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, trie: SIDTrie, *, beam_size: int,

@@ -69,40 +69,46 @@ def decode_step(model: GenRecModel, tokens: Tensor, cross: CrossKV, cache: Point
     return model.output(model.dec_norm(x)), PointerKV(keys, values, ancestors)
 
 
+def beam_loop(step, trie: SIDTrie, B: int, dev: torch.device, beam_size: int, topk: int) -> BeamOutput:
+    """The search loop of both frozen searches (this one and ``decode_appended``'s), as it was: ``step(tokens, cache)``
+    returns the next-token logits and the new cache; every level keeps the best ``beam_size`` trie-valid prefixes."""
+    vocab, K = trie.vocab, trie.vocab.codebook_size
+    tokens = torch.full((B,), PAD, dtype=torch.long, device=dev)
+    node = torch.zeros(B, dtype=torch.long, device=dev)
+    score = torch.zeros(B, device=dev)
+    cache, nb = None, 1
+    for j in range(vocab.n_tokens):
+        logits, new_cache = step(tokens, cache)
+        off = vocab.level_offset(j)
+        logp = torch.log_softmax(logits.float(), dim=-1)[:, off:off + K]  # [B*nb, K]
+        child = trie.next[j][node.clamp(min=0)].long()  # [B*nb, K]; -1 = not in the trie
+        cand = (score[:, None] + logp).masked_fill_(child < 0, NEG_INF).view(B, nb * K)
+        child = child.view(B, nb * K)
+        if nb * K < beam_size:
+            cand = F.pad(cand, (0, beam_size - nb * K), value=NEG_INF)
+            child = F.pad(child, (0, beam_size - nb * K), value=-1)
+        score, pick = cand.topk(beam_size, dim=1)
+        node = child.gather(1, pick)
+        parent = (pick // K).clamp_(max=nb - 1)
+        tokens = (pick % K + off).flatten()
+        node = node.masked_fill_(score == NEG_INF, -1).flatten()
+        score = score.flatten()
+        if j + 1 < vocab.n_tokens:
+            cache = new_cache.select(parent)
+        nb = beam_size
+    score, node = score.view(B, beam_size)[:, :topk], node.view(B, beam_size)[:, :topk]
+    return BeamOutput(node.clone(), score.clone())
+
+
 def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, trie: SIDTrie, *,
                             beam_size: int = 20, topk: int = 10, input_extra: Tensor | None = None,
                             token_table: Tensor | None = None) -> BeamOutput:
-    vocab, K = trie.vocab, trie.vocab.codebook_size
     with eval_mode(model):
         with torch.inference_mode():
             enc = model.encode(input_ids, attention_mask, input_extra=input_extra, token_table=token_table)
             cross = cross_kv(model, enc, attention_mask)
-            B, dev = input_ids.shape[0], input_ids.device
-            tokens = torch.full((B,), PAD, dtype=torch.long, device=dev)
-            node = torch.zeros(B, dtype=torch.long, device=dev)
-            score = torch.zeros(B, device=dev)
-            cache, nb = None, 1
-            for j in range(vocab.n_tokens):
-                logits, new_cache = decode_step(model, tokens, cross, cache, token_table)
-                off = vocab.level_offset(j)
-                logp = torch.log_softmax(logits.float(), dim=-1)[:, off:off + K]  # [B*nb, K]
-                child = trie.next[j][node.clamp(min=0)].long()  # [B*nb, K]; -1 = not in the trie
-                cand = (score[:, None] + logp).masked_fill_(child < 0, NEG_INF).view(B, nb * K)
-                child = child.view(B, nb * K)
-                if nb * K < beam_size:
-                    cand = F.pad(cand, (0, beam_size - nb * K), value=NEG_INF)
-                    child = F.pad(child, (0, beam_size - nb * K), value=-1)
-                score, pick = cand.topk(beam_size, dim=1)
-                node = child.gather(1, pick)
-                parent = (pick // K).clamp_(max=nb - 1)
-                tokens = (pick % K + off).flatten()
-                node = node.masked_fill_(score == NEG_INF, -1).flatten()
-                score = score.flatten()
-                if j + 1 < vocab.n_tokens:
-                    cache = new_cache.select(parent)
-                nb = beam_size
-            score, node = score.view(B, beam_size)[:, :topk], node.view(B, beam_size)[:, :topk]
-        return BeamOutput(node.clone(), score.clone())
+            step = lambda tokens, cache: decode_step(model, tokens, cross, cache, token_table)  # noqa: E731
+            return beam_loop(step, trie, input_ids.shape[0], input_ids.device, beam_size, topk)
 
 
 def recommend(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, trie: SIDTrie, *, beam_size: int,
