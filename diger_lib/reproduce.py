@@ -156,7 +156,14 @@ def _fmt(c: Cell | None, mt: str) -> str:
 def _greater(name: str, ds: str, mt: str, a: Cell | None, b: Cell | None, pa: float, pb: float) -> Claim:
     paper = None if math.isnan(pa) or math.isnan(pb) else bool(pa > pb)
     ours = None if a is None or b is None else bool(a.mean[mt] > b.mean[mt])
-    return Claim(name, ds, mt, paper, ours, f"{_fmt(a, mt)} vs {_fmt(b, mt)}")
+    detail = f"{_fmt(a, mt)} vs {_fmt(b, mt)}"
+    if ours is not None:  # how big the difference is against the test set's noise (a mean over seeds of each side)
+        d = a.mean[mt] - b.mean[mt]
+        detail += f"; difference {d:+.4f}"
+        if mt.startswith("R@") and min(a.n_test_users, b.n_test_users) > 0:
+            se = recall_se((a.mean[mt] + b.mean[mt]) / 2, min(a.n_test_users, b.n_test_users))
+            detail += f" = {d / se:+.1f} test-set standard errors of one run's R@k"
+    return Claim(name, ds, mt, paper, ours, detail)
 
 
 def _table2_claims(cells, t2: pd.DataFrame) -> list[Claim]:
@@ -361,13 +368,14 @@ def write_timing(runs_dir, fig_dir, name: str = "timing") -> Path:
     from .tables import markdown_table
 
     df, f = timing(runs_dir), Path(fig_dir) / f"{name}.md"
+    view = df.assign(minutes=df["minutes"].map("{:.1f}".format), longest=df["longest"].map("{:.1f}".format))
     with atomic_open(f.with_suffix(".csv"), "w") as fh:
         df.to_csv(fh, index=False)
     with atomic_open(f, "w") as fh:
         fh.write(f"# How long each part took\n\nThe sum of every run's wall time (a resumed run: its training time over "
                  f"all calls), from each run's `timing.json` in `{runs_dir}`. The runner's `--workers 2` runs two "
                  f"trainings at once, so the batch's elapsed time is about half the training total.\n\n"
-                 f"{markdown_table(df)}")
+                 f"{markdown_table(view)}")
     return f
 
 
