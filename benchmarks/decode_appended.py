@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from diger_lib.decoding import BeamOutput, SIDTrie
+from diger_lib.decoding import BeamOutput, SIDTrie, length_chunks
 from diger_lib.recommender import CrossKV, GenRecModel, attend
 from diger_lib.runtime import eval_mode, torch_threads
 
@@ -79,12 +79,8 @@ def recommend(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, tri
               topk: int, batch_size: int = 64, workers: int = 0) -> Tensor:
     """``diger_lib.decoding.recommend`` as it was: longest histories first, chunks of ``batch_size`` users, on CPU
     ``workers`` chunks at once (0 = torch's thread count), each on one thread."""
-    U, L = input_ids.shape
-    dev = input_ids.device
-    pos = torch.arange(1, L + 1, device=dev)
-    end = (attention_mask.bool() * pos).amax(1)
-    order = torch.argsort(end, descending=True, stable=True)
-    chunks = list(torch.split(order, batch_size))
+    U, dev = input_ids.shape[0], input_ids.device
+    chunks, end = length_chunks(attention_mask, batch_size)  # the library's chunking, unchanged since
     workers = 1 if dev.type != "cpu" else min(workers or torch.get_num_threads(), len(chunks)) or 1
 
     def search(idx: Tensor) -> Tensor:

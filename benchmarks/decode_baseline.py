@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diger_lib.decoding import NEG_INF, BeamOutput, SIDTrie
+from diger_lib.decoding import NEG_INF, BeamOutput, SIDTrie, length_chunks
 from diger_lib.recommender import CrossKV, GenRecModel, attend, padding_mask
 from diger_lib.runtime import eval_mode
 from diger_lib.vocab import PAD
@@ -114,13 +114,9 @@ def constrained_beam_search(model: GenRecModel, input_ids: Tensor, attention_mas
 def recommend(model: GenRecModel, input_ids: Tensor, attention_mask: Tensor, trie: SIDTrie, *, beam_size: int,
               topk: int, batch_size: int = 64) -> Tensor:
     """``diger_lib.decoding.recommend`` as it was: longest histories first, chunks of ``batch_size`` users."""
-    U, L = input_ids.shape
-    pos = torch.arange(1, L + 1, device=input_ids.device)
-    end = (attention_mask.bool() * pos).amax(1)
-    order = torch.argsort(end, descending=True, stable=True)
-    out = torch.full((U, topk), -1, dtype=torch.long, device=input_ids.device)
-    for s in range(0, U, batch_size):
-        idx = order[s:s + batch_size]
+    chunks, end = length_chunks(attention_mask, batch_size)  # the library's chunking, unchanged since
+    out = torch.full((input_ids.shape[0], topk), -1, dtype=torch.long, device=input_ids.device)
+    for idx in chunks:
         width = max(int(end[idx].max()), 1)
         out[idx] = constrained_beam_search(model, input_ids[idx, :width], attention_mask[idx, :width], trie,
                                            beam_size=beam_size, topk=topk).items

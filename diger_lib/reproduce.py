@@ -326,8 +326,9 @@ PARTS = ("data (01)", "item text and tokenizers (02, 03)", "Table 2, Beauty", "T
 def run_part(dirname: str) -> str:
     """The part of the paper a run folder (``<notebook stem>__<variant>``) belongs to, one of :data:`PARTS`."""
     stem, _, variant = dirname.partition("__")
-    if stem == "04_train_recommender" and parse_name(variant):
-        ds, key, _ = parse_name(variant)
+    parsed = parse_name(variant) if stem == "04_train_recommender" else None
+    if parsed:
+        ds, key, _ = parsed
         if key in TABLE2_ROWS and ds in ("Beauty", "Instruments", "Yelp"):
             return f"Table 2, {ds}"
         if key in TABLE4_ROWS:
