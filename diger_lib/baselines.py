@@ -73,9 +73,24 @@ FIXED: dict[Baseline, dict[str, Any]] = {
 }
 
 
-def grid_points(model: Baseline | str, first_only: bool = False) -> list[dict[str, Any]]:
-    """Every combination of the model's grid (``first_only``: just the first, for smoke runs)."""
-    grid = GRIDS[Baseline(model)]
+def grid_points(model: Baseline | str, first_only: bool = False, spec: str = "full") -> list[dict[str, Any]]:
+    """Every combination of the model's grid (``first_only``: just the first, for smoke runs). ``spec`` restricts axes
+    to some of their values, ``"KEY=V[,V...][;KEY=V...]"`` (e.g. ``"loss=ce;dropout=0.2"``: the rest of the grid with
+    those axes fixed); ``"full"`` keeps every point. A key or value outside the grid is an error that names the choices."""
+    grid = dict(GRIDS[Baseline(model)])
+    for part in ([] if spec in ("", "full") else spec.split(";")):
+        key, sep, values = part.partition("=")
+        key = key.strip()
+        if not sep or key not in grid:
+            raise ValueError(f"grid={spec!r}: {part!r} is not KEY=VALUE[,VALUE] with KEY one of {', '.join(grid)} "
+                             f"(the {Baseline(model).value} grid: {GRIDS[Baseline(model)]})")
+        by_text = {str(v): v for v in GRIDS[Baseline(model)][key]}
+        wanted = [v.strip() for v in values.split(",")]
+        unknown = [v for v in wanted if v not in by_text]
+        if unknown or not wanted:
+            raise ValueError(f"grid={spec!r}: {key} has no value {', '.join(unknown) or '(none given)'}; "
+                             f"its grid values are {', '.join(by_text)}")
+        grid[key] = tuple(by_text[v] for v in wanted)
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     return points[:1] if first_only else points
 
@@ -382,18 +397,24 @@ class GridCache:
     def __init__(self, folder: Path | str | None, settings: dict[str, Any]):
         self.folder, self.settings = (Path(folder) if folder else None), settings
         self.points: list[dict[str, Any]] = []
+        self.best_params: dict[str, Any] | None = None  # the point whose model best.pkl holds
         f = self.folder / "grid.json" if self.folder else None
         if f is not None and f.is_file() and (self.folder / "best.pkl").is_file():
             saved = json.loads(f.read_text())
             if saved["settings"] == json.loads(json.dumps(settings)):
-                self.points = saved["points"]
+                self.points, self.best_params = saved["points"], saved.get("best_params")
 
     def done(self, params: dict[str, Any]) -> dict[str, Any] | None:
         return next((p for p in self.points if p["params"] == json.loads(json.dumps(params))), None)
 
-    def best_model(self) -> Any:
+    def best_model(self, params: dict[str, Any]) -> Any:
+        """The kept model if it is ``params``'s (None otherwise; a grid.json without ``best_params``, written before
+        it was recorded, is trusted)."""
         import pickle
 
+        kept = self.best_params
+        if kept is not None and kept != json.loads(json.dumps(params)):
+            return None
         return pickle.loads((self.folder / "best.pkl").read_bytes())
 
     def add(self, point: dict[str, Any], model: Any, is_best: bool) -> None:
@@ -410,19 +431,22 @@ class GridCache:
             with atomic_open(self.folder / "best.pkl", "wb") as fh:
                 fh.write(pickle.dumps(model))
             model.train_set, model.val_set = data
+            self.best_params = json.loads(json.dumps(point["params"]))
         with atomic_open(self.folder / "grid.json", "w") as fh:
-            fh.write(json.dumps({"settings": self.settings, "points": self.points}, indent=1, sort_keys=True))
+            fh.write(json.dumps({"settings": self.settings, "points": self.points, "best_params": self.best_params},
+                                indent=1, sort_keys=True))
 
 
 def train_grid(model: Baseline | str, split: Split, cfg: FitConfig = FitConfig(), first_only: bool = False,
-               log: Callable[[str], None] = print, cache_dir: Path | str | None = None) -> Trained:
-    """Every grid point of ``model``; the one with the best validation NDCG@10 is kept. With ``cache_dir``, finished
-    points survive an interruption (``GridCache``)."""
+               log: Callable[[str], None] = print, cache_dir: Path | str | None = None, spec: str = "full") -> Trained:
+    """Every grid point of ``model`` (``spec``: a restriction, ``grid_points``); the one with the best validation
+    NDCG@10 is kept. With ``cache_dir``, finished points survive an interruption (``GridCache``)."""
     model = Baseline(model)
     cache = GridCache(cache_dir, {"cfg": cfg._asdict(), "fixed": FIXED[model], "n_items": split.n_items,
                                   "n_users": len(split.test), "n_train": len(split.train)})
     best, best_net = None, None
-    for params in grid_points(model, first_only):
+    points = grid_points(model, first_only, spec)
+    for params in points:
         trained, point = None, cache.done(params)
         if point is not None:
             log(f"{model.value} {params}: finished before (best epoch {point['row']['best_epoch']}), skipped")
@@ -437,9 +461,12 @@ def train_grid(model: Baseline | str, split: Split, cfg: FitConfig = FitConfig()
             cache.add(point, trained, is_best)
         if is_best:
             best, best_net = point, trained  # None for a point finished before: its model is in best.pkl
-    net = best_net if best_net is not None else cache.best_model()
+    net = best_net if best_net is not None else cache.best_model(best["params"])
+    if net is None:  # best.pkl holds another point (one outside this restricted grid): fit the chosen point again
+        log(f"{model.value} {best['params']}: the kept model is another point's; fitting this one again")
+        net, _ = fit(model, best["params"], split, cfg, log)
     valid = evaluate(scorer(net), split.valid, cfg.topk).metrics  # all validation users, whatever max_eval_users
-    rows = [cache.done(params)["row"] for params in grid_points(model, first_only)]
+    rows = [cache.done(params)["row"] for params in points]
     return Trained(net, best["params"], best["row"]["best_epoch"], valid, best["history"], rows)
 
 

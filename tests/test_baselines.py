@@ -180,6 +180,36 @@ def test_a_rerun_skips_finished_grid_points(tiny, tmp_path):
     assert any("valid N@10" in line for line in logs)  # other settings train afresh
 
 
+def test_a_restricted_grid_keeps_only_the_named_values():
+    """grid="KEY=V[,V];KEY=V" fixes axes of the grid: SASRec with loss ce and dropout 0.2 leaves the two sizes; a
+    key or value outside the grid is an error that names the choices."""
+    assert len(B.grid_points("sasrec")) == len(B.grid_points("sasrec", spec="full")) == 8
+    points = B.grid_points("sasrec", spec="loss=ce; dropout=0.2")
+    assert points == [dict(loss="ce", embedding_dim=64, dropout=0.2), dict(loss="ce", embedding_dim=128, dropout=0.2)]
+    assert B.grid_points("mf", spec="k=128;learning_rate=0.01,0.05") == [
+        p for p in B.grid_points("mf") if p["k"] == 128]
+    with pytest.raises(ValueError, match="KEY one of loss, embedding_dim, dropout"):
+        B.grid_points("sasrec", spec="lr=0.1")
+    with pytest.raises(ValueError, match="dropout has no value 0.3; its grid values are 0.2, 0.5"):
+        B.grid_points("sasrec", spec="dropout=0.3")
+
+
+def test_a_restricted_grid_refits_its_choice_when_the_kept_model_is_another_points(tiny, tmp_path):
+    """best.pkl holds the best model of the points trained so far. A restricted grid whose choice is not that point
+    must not test the kept model under the wrong name: it fits its choice again (the same model, seeded)."""
+    _, split = tiny
+    a, b = "k=64;lambda_reg=0.001;learning_rate=0.05", "k=128;lambda_reg=0.001;learning_rate=0.05"
+    first = B.train_grid("mf", split, QUICK, log=lambda s: None, cache_dir=tmp_path, spec=a)
+    B.train_grid("mf", split, QUICK, log=lambda s: None, cache_dir=tmp_path, spec=b)  # best.pkl is now b's
+    logs: list[str] = []
+    again = B.train_grid("mf", split, QUICK, log=logs.append, cache_dir=tmp_path, spec=a)
+    assert any("fitting this one again" in line for line in logs)
+    assert again.params == first.params and again.valid == first.valid
+    logs.clear()
+    B.train_grid("mf", split, QUICK, log=logs.append, cache_dir=tmp_path, spec=b)  # best.pkl is still b's: read back
+    assert any("skipped" in line for line in logs) and not any("again" in line for line in logs)
+
+
 def test_bert4rec_batched_scorer_equals_cornac(tiny):
     """BERT4Rec (Cloze, one epoch): the batched scorer equals cornac's per-user score, with 20 history items read."""
     _, split = tiny
