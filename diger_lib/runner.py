@@ -338,7 +338,8 @@ def _command(argv: list[str]) -> str:
 
 def needs_run(profile: str, stem: str, variant: str, params: dict[str, Any]) -> str | None:
     """``--skip-finished``: None if the finished run has exactly this configuration and the artifacts it made are
-    still in place (outputs.stale_reason: a new machine has none, or another tokenizer), else why it runs."""
+    still in place (outputs.stale_reason: a new machine has none, or another tokenizer), else why it runs. A training
+    its time budget stopped (``stop_reason: time_budget``) runs again: it resumes and trains its remaining epochs."""
     final, _, config_view = plan_step(profile, stem, variant, params)
     old = finished_config(final, stem)
     if old is None:
@@ -350,7 +351,12 @@ def needs_run(profile: str, stem: str, variant: str, params: dict[str, Any]) -> 
     except (OSError, ValueError):
         metrics = None
     art = artifacts_dir(str(config_view.get("artifacts_dir", "")), str(config_view.get("profile") or profile))
-    return stale_reason(stem, config_view, metrics, art)
+    stale = stale_reason(stem, config_view, metrics, art)
+    if stale is None and (metrics or {}).get("stop_reason") == "time_budget":
+        # a run cut by its per-call time budget is not done: called again, it resumes from its last epoch checkpoint
+        return (f"stopped by its time budget after {metrics.get('epochs_run', '?')} epoch(s), continues from its "
+                f"checkpoint")
+    return stale
 
 
 def _skips(profile: str, stem: str, variant: str, params: dict[str, Any]) -> bool:

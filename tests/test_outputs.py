@@ -71,3 +71,22 @@ def test_skip_finished_reruns_a_run_made_on_other_ids(tmp_path, monkeypatch):
     assert runner.unfinished("p", [step]) == [step]
     changed = ("04_train_recommender", "ts", dict(T04, seed=7))
     assert runner.needs_run("p", *changed).startswith("configuration differs in seed")
+
+
+def test_skip_finished_continues_a_run_its_time_budget_stopped(tmp_path, monkeypatch):
+    """A training cut by time_budget_minutes (a loaded machine, a long run) is not finished: --skip-finished runs it
+    again, and notebook 04 resumes it from its last epoch checkpoint; one that ended by early stopping or its epoch
+    limit is skipped."""
+    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+    monkeypatch.setenv("DIGER_ARTIFACTS", str(tmp_path / "store"))
+    step = ("04_train_recommender", "ts", dict(T04, epochs=4, time_budget_minutes=60.0))
+    final, _, config_view = runner.plan_step("p", *step)
+    final.mkdir(parents=True)
+    (final / "config.json").write_text(json.dumps(config_view))
+    (final / "manifest.json").write_text("{}")
+    digest = _tokenizer(tmp_path / "store" / "p")
+    for reason, skipped in (("max_epochs", True), ("early_stopping", True), ("time_budget", False)):
+        metrics = {"tokenizer_codes_sha256": digest, "stop_reason": reason, "epochs_run": 3}
+        (final / "metrics.json").write_text(json.dumps(metrics))
+        assert (runner.unfinished("p", [step]) == []) == skipped, reason
+    assert runner.needs_run("p", *step) == "stopped by its time budget after 3 epoch(s), continues from its checkpoint"
