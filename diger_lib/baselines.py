@@ -75,14 +75,14 @@ FIXED: dict[Baseline, dict[str, Any]] = {
 
 def grid_points(model: Baseline | str, first_only: bool = False, spec: str = "full") -> list[dict[str, Any]]:
     """Every combination of the model's grid (``first_only``: just the first, for smoke runs). ``spec`` restricts axes
-    to some of their values, ``"KEY=V[,V...][;KEY=V...]"`` (e.g. ``"loss=ce;dropout=0.2"``: the rest of the grid with
+    to some of their values, ``"KEY:V[,V...][;KEY:V...]"`` (e.g. ``"loss:ce;dropout:0.2"``: the rest of the grid with
     those axes fixed); ``"full"`` keeps every point. A key or value outside the grid is an error that names the choices."""
     grid = dict(GRIDS[Baseline(model)])
     for part in ([] if spec in ("", "full") else spec.split(";")):
-        key, sep, values = part.partition("=")
+        key, sep, values = part.partition(":")
         key = key.strip()
         if not sep or key not in grid:
-            raise ValueError(f"grid={spec!r}: {part!r} is not KEY=VALUE[,VALUE] with KEY one of {', '.join(grid)} "
+            raise ValueError(f"grid={spec!r}: {part!r} is not KEY:VALUE[,VALUE] with KEY one of {', '.join(grid)} "
                              f"(the {Baseline(model).value} grid: {GRIDS[Baseline(model)]})")
         by_text = {str(v): v for v in GRIDS[Baseline(model)][key]}
         wanted = [v.strip() for v in values.split(",")]

@@ -181,24 +181,24 @@ def test_a_rerun_skips_finished_grid_points(tiny, tmp_path):
 
 
 def test_a_restricted_grid_keeps_only_the_named_values():
-    """grid="KEY=V[,V];KEY=V" fixes axes of the grid: SASRec with loss ce and dropout 0.2 leaves the two sizes; a
+    """grid="KEY:V[,V];KEY:V" fixes axes of the grid: SASRec with loss ce and dropout 0.2 leaves the two sizes; a
     key or value outside the grid is an error that names the choices."""
     assert len(B.grid_points("sasrec")) == len(B.grid_points("sasrec", spec="full")) == 8
-    points = B.grid_points("sasrec", spec="loss=ce; dropout=0.2")
+    points = B.grid_points("sasrec", spec="loss:ce; dropout:0.2")
     assert points == [dict(loss="ce", embedding_dim=64, dropout=0.2), dict(loss="ce", embedding_dim=128, dropout=0.2)]
-    assert B.grid_points("mf", spec="k=128;learning_rate=0.01,0.05") == [
+    assert B.grid_points("mf", spec="k:128;learning_rate:0.01,0.05") == [
         p for p in B.grid_points("mf") if p["k"] == 128]
     with pytest.raises(ValueError, match="KEY one of loss, embedding_dim, dropout"):
-        B.grid_points("sasrec", spec="lr=0.1")
+        B.grid_points("sasrec", spec="lr:0.1")
     with pytest.raises(ValueError, match="dropout has no value 0.3; its grid values are 0.2, 0.5"):
-        B.grid_points("sasrec", spec="dropout=0.3")
+        B.grid_points("sasrec", spec="dropout:0.3")
 
 
 def test_a_restricted_grid_refits_its_choice_when_the_kept_model_is_another_points(tiny, tmp_path):
     """best.pkl holds the best model of the points trained so far. A restricted grid whose choice is not that point
     must not test the kept model under the wrong name: it fits its choice again (the same model, seeded)."""
     _, split = tiny
-    a, b = "k=64;lambda_reg=0.001;learning_rate=0.05", "k=128;lambda_reg=0.001;learning_rate=0.05"
+    a, b = "k:64;lambda_reg:0.001;learning_rate:0.05", "k:128;lambda_reg:0.001;learning_rate:0.05"
     first = B.train_grid("mf", split, QUICK, log=lambda s: None, cache_dir=tmp_path, spec=a)
     B.train_grid("mf", split, QUICK, log=lambda s: None, cache_dir=tmp_path, spec=b)  # best.pkl is now b's
     logs: list[str] = []
