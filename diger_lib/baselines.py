@@ -77,14 +77,15 @@ def grid_points(model: Baseline | str, first_only: bool = False, spec: str = "fu
     """Every combination of the model's grid (``first_only``: just the first, for smoke runs). ``spec`` restricts axes
     to some of their values, ``"KEY:V[,V...][;KEY:V...]"`` (e.g. ``"loss:ce;dropout:0.2"``: the rest of the grid with
     those axes fixed); ``"full"`` keeps every point. A key or value outside the grid is an error that names the choices."""
-    grid = dict(GRIDS[Baseline(model)])
+    kind = Baseline(model)
+    grid = dict(GRIDS[kind])
     for part in ([] if spec in ("", "full") else spec.split(";")):
         key, sep, values = part.partition(":")
         key = key.strip()
         if not sep or key not in grid:
             raise ValueError(f"grid={spec!r}: {part!r} is not KEY:VALUE[,VALUE] with KEY one of {', '.join(grid)} "
-                             f"(the {Baseline(model).value} grid: {GRIDS[Baseline(model)]})")
-        by_text = {str(v): v for v in GRIDS[Baseline(model)][key]}
+                             f"(the {kind.value} grid: {GRIDS[kind]})")
+        by_text = {str(v): v for v in GRIDS[kind][key]}
         wanted = [v.strip() for v in values.split(",")]
         unknown = [v for v in wanted if v not in by_text]
         if unknown or not wanted:
@@ -389,6 +390,11 @@ def fit(model: Baseline | str, params: dict[str, Any], split: Split, cfg: FitCon
     return net, sel
 
 
+def _plain(obj: Any) -> Any:
+    """``obj`` as grid.json holds it (tuples become lists), so a point read back compares equal to a fresh one."""
+    return json.loads(json.dumps(obj))
+
+
 class GridCache:
     """Finished grid points of one (dataset, model, seed) in ``folder``, so a rerun after an interruption trains only
     the points still missing: ``grid.json`` (each finished point's row and selection history, and the settings they
@@ -401,11 +407,11 @@ class GridCache:
         f = self.folder / "grid.json" if self.folder else None
         if f is not None and f.is_file() and (self.folder / "best.pkl").is_file():
             saved = json.loads(f.read_text())
-            if saved["settings"] == json.loads(json.dumps(settings)):
+            if saved["settings"] == _plain(settings):
                 self.points, self.best_params = saved["points"], saved.get("best_params")
 
     def done(self, params: dict[str, Any]) -> dict[str, Any] | None:
-        return next((p for p in self.points if p["params"] == json.loads(json.dumps(params))), None)
+        return next((p for p in self.points if p["params"] == _plain(params)), None)
 
     def best_model(self, params: dict[str, Any]) -> Any:
         """The kept model if it is ``params``'s (None otherwise; a grid.json without ``best_params``, written before
@@ -413,12 +419,12 @@ class GridCache:
         import pickle
 
         kept = self.best_params
-        if kept is not None and kept != json.loads(json.dumps(params)):
+        if kept is not None and kept != _plain(params):
             return None
         return pickle.loads((self.folder / "best.pkl").read_bytes())
 
     def add(self, point: dict[str, Any], model: Any, is_best: bool) -> None:
-        self.points.append(json.loads(json.dumps(point)))
+        self.points.append(_plain(point))
         if self.folder is None:
             return
         import pickle
@@ -431,7 +437,7 @@ class GridCache:
             with atomic_open(self.folder / "best.pkl", "wb") as fh:
                 fh.write(pickle.dumps(model))
             model.train_set, model.val_set = data
-            self.best_params = json.loads(json.dumps(point["params"]))
+            self.best_params = _plain(point["params"])
         with atomic_open(self.folder / "grid.json", "w") as fh:
             fh.write(json.dumps({"settings": self.settings, "points": self.points, "best_params": self.best_params},
                                 indent=1, sort_keys=True))
