@@ -1,5 +1,6 @@
 """Command line: ``python -m diger_lib.cli setup-data [--source DIR] [--dest data] [--copy]``,
-``python -m diger_lib.cli study`` (the diagnosis study's table, ``diger_lib/study.py``) and
+``python -m diger_lib.cli id-signal DATASET --codes codes.npy --letter`` (how much sequential signal semantic IDs
+carry), ``python -m diger_lib.cli study`` (the diagnosis study's table, ``diger_lib/study.py``) and
 ``python -m diger_lib.cli relativize-runs PREFIX`` (rewrite committed runs made by an older runner, which recorded
 absolute paths, to the repo-relative form the runner writes now)."""
 from __future__ import annotations
@@ -81,6 +82,39 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _id_signal(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import load_interactions, split_leave_one_out
+    from .diagnostics import id_signal
+    from .pipeline import load_letter_ids
+
+    try:
+        split = split_leave_one_out(load_interactions(args.data_root, args.dataset), args.max_history)
+        codes = {}
+        for path in args.codes:
+            c = np.load(path)
+            if c.ndim != 2 or len(c) != split.n_items:
+                raise ValueError(f"{path}: codes of shape {c.shape}, expected [{split.n_items} items, levels]")
+            codes["ours: " + "/".join(Path(path).parts[-3:-1])] = c  # e.g. "ours: Yelp/rqvae_K256_m3"
+        if args.letter:
+            codes["LETTER (published)"] = load_letter_ids(args.data_root, args.dataset, split.n_items)[0]
+        if not codes:
+            raise ValueError("give at least one --codes file or --letter")
+    except (ValueError, FileNotFoundError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    samples = getattr(split, args.split)
+    rows = id_signal(samples, codes, seed=args.seed)
+    levels = sorted({k for r in rows for k in r if k != "ids"})
+    print(f"{args.dataset}, {args.split} samples ({len(samples)}): share of targets whose first l codes equal those of "
+          f"an item in their history\n")
+    print("| IDs | " + " | ".join(levels) + " |\n|---|" + "---|" * len(levels))
+    for r in rows:
+        print(f"| {r['ids']} | " + " | ".join(f"{r[k]:.3f}" if k in r else "" for k in levels) + " |")
+    return 0
+
+
 def _study(args: argparse.Namespace) -> int:
     from .study import command, evaluate, write_study
 
@@ -121,7 +155,19 @@ def main(argv: list[str] | None = None) -> int:
                     "diagnosis/")
     st.add_argument("--out", default="figures/diagnosis_study", help="written as <out>.csv and <out>.md")
     st.add_argument("--n-boot", type=int, default=5000)
+    ig = sub.add_parser("id-signal", help="how much sequential signal semantic IDs carry: the share of targets whose "
+                        "ID prefix some history item shares, per level, beside the same codes over permuted items")
+    ig.add_argument("dataset")
+    ig.add_argument("--codes", action="append", default=[], help="a tokenizer's codes.npy [items, levels] "
+                    "(repeatable), e.g. $DIGER_ARTIFACTS/paper_cpu/Yelp/rqvae_K256_m3/codes.npy")
+    ig.add_argument("--letter", action="store_true", help="add LETTER's published IDs (DATASET.index.json)")
+    ig.add_argument("--data-root", default="data")
+    ig.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    ig.add_argument("--max-history", type=int, default=20)
+    ig.add_argument("--seed", type=int, default=0, help="seed of the item permutation (the control)")
     args = ap.parse_args(argv)
+    if args.cmd == "id-signal":
+        return _id_signal(args)
     if args.cmd == "compare":
         return _compare(args)
     if args.cmd == "study":

@@ -248,9 +248,17 @@ def scale_note(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> str:
 
     def vals(key):
         return sorted({str(c.get(key)) for c in configs if key in c})
+    def samples():  # one value, or each value with its datasets (paper_cpu sizes Yelp's epochs to equal passes)
+        by: dict[str, set[str]] = {}
+        for c in configs:
+            if "samples_per_epoch" in c:
+                by.setdefault(str(c["samples_per_epoch"]), set()).add(str(c.get("dataset", "?")))
+        if len(by) <= 1:
+            return "/".join(by)
+        return " / ".join(f"{v} ({', '.join(sorted(ds))})" for v, ds in sorted(by.items(), key=lambda kv: int(kv[0])))
     layers = sorted({f"{c.get('n_encoder_layers')}+{c.get('n_decoder_layers')}" for c in configs})
     return (f"Ours: T5 {'/'.join(layers)} layers, d_model {'/'.join(vals('d_model'))}, at most "
-            f"{'/'.join(vals('epochs'))} epochs of {'/'.join(vals('samples_per_epoch'))} training samples, "
+            f"{'/'.join(vals('epochs'))} epochs of {samples()} training samples, "
             f"validation on {'/'.join(vals('max_eval_users'))} users, test on all users; {len(runs)} runs. "
             f"Paper: T5 6+6, full epochs up to early stopping, two H100s.")
 

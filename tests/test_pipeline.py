@@ -178,3 +178,21 @@ def test_full_size_cosine_two_stage_differs_from_the_old_run_only_in_its_schedul
     assert new.fingerprint() != old.fingerprint()
     art = {p["artifacts_dir"] for s, v, p in steps_for("paper_two_stage_cosine") if not s.startswith("06")}
     assert art == {"paper_two_stage"}
+
+
+def test_paper_cpu_trains_every_dataset_the_same_number_of_passes():
+    """One scale for all of paper_cpu's runs, counted in passes over each dataset's training samples: Yelp, with 1.7x
+    Beauty's samples, gets proportionally more per epoch (profiles._CPU_SCALE)."""
+    from diger_lib import data as D
+    from diger_lib.profiles import _CPU_PASSES
+
+    n_train = {ds: len(D.split_leave_one_out(D.load_interactions(ROOT / "data", ds), 20).train)
+               for ds in ("Beauty", "Instruments", "Yelp")}
+    seen = set()
+    for stem, name, params in steps_for("paper_cpu"):
+        if stem == "04_train_recommender" and params.get("method") != "most_popular":
+            t = pipeline.RunSpec.from_params(notebook_params(**params)).train
+            passes = t.epochs * t.samples_per_epoch / n_train[params["dataset"]]
+            assert abs(passes - _CPU_PASSES) < 0.02, (name, passes)
+            seen.add(params["dataset"])
+    assert seen == set(n_train)

@@ -134,6 +134,14 @@ def test_scale_note_ignores_the_most_popular_floor():
     assert "200" not in note and "6+6 layers" not in note
 
 
+def test_scale_note_names_each_datasets_epoch_size_when_they_differ():
+    base = dict(method="two_stage", n_encoder_layers=2, n_decoder_layers=2, d_model=128, epochs=4, max_eval_users=5000)
+    configs = [dict(base, dataset="Beauty", samples_per_epoch=65536), dict(base, dataset="Yelp", samples_per_epoch=112640),
+               dict(base, dataset="Instruments", samples_per_epoch=65536)]
+    note = RP.scale_note([run("Beauty__two_stage__s2026", 0.02)] * 3, configs)
+    assert "at most 4 epochs of 65536 (Beauty, Instruments) / 112640 (Yelp) training samples" in note
+
+
 def test_timing_sums_each_part_of_the_batch(tmp_path):
     """figures/timing: every run folder's minutes by part (a resumed run counts its training over all calls)."""
     import json
