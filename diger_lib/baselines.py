@@ -62,7 +62,8 @@ GRIDS: dict[Baseline, dict[str, tuple]] = {
     # BPR's SGD rate matters most: at 0.01 (cornac's examples) the factors hardly leave their init in 100 epochs and the
     # ranking is the item bias, i.e. popularity (Beauty, first run: valid R@10 0.016 for every k); 0.05 learns them
     Baseline.MF: {"k": (64, 128), "lambda_reg": (1e-3, 1e-2), "learning_rate": (0.01, 0.05)},
-    Baseline.SASREC: {"loss": ("ce", "bce"), "embedding_dim": (64, 128), "dropout": (0.2, 0.5)},
+    # "bce1" is SASRec's own loss (sasrec_bce1_loss), not cornac's "bce" (which collapses here, see there)
+    Baseline.SASREC: {"loss": ("ce", "bce1"), "embedding_dim": (64, 128), "dropout": (0.2, 0.5)},
     Baseline.BERT4REC: {"embedding_dim": (64, 128), "dropout": (0.2, 0.5)},
 }
 FIXED: dict[Baseline, dict[str, Any]] = {
@@ -294,14 +295,46 @@ def _validation_hook(model: Any, hook: Callable[[], float]) -> Iterator[None]:
         module.val_score = old
 
 
+# SASRec's own loss (Kang & McAuley, ICDM 2018, Eq. 7): each position's positive against ONE negative drawn uniformly,
+# -log sigmoid(s_pos) - log(1 - sigmoid(s_neg)). cornac 3.0.1's "bce" is another loss: the mean binary cross-entropy
+# over the whole B x (B + 2,048) score matrix with one positive per row, so each positive weighs ~1/2,300 of its row
+# and training pushes every score down (Beauty, d 64: validation N@10 0.0003-0.0004 at both dropouts, below the
+# most-popular floor; session 10). The grid's "bce1" trains cornac's SASRec with this loss, its 2,048 negatives drawn
+# uniformly (sample_alpha 0) and one of them per row.
+SASREC_BCE1 = "diger_sasrec_bce1"
+
+
+def sasrec_bce1_loss(item_scores, **kwargs):
+    """cornac's loss contract: ``item_scores`` [B, B + N], column i of row i its positive, columns B.. the N sampled
+    negatives; one negative column per row, drawn with torch's generator (cornac seeds it in ``fit``)."""
+    import torch
+    import torch.nn.functional as F
+
+    B, N = item_scores.shape
+    if N <= B:
+        raise ValueError(f"sasrec_bce1_loss needs sampled negatives (n_sample > 0): scores of shape {tuple(item_scores.shape)}")
+    rows = torch.arange(B, device=item_scores.device)
+    neg = torch.randint(B, N, (B,), device=item_scores.device)
+    return F.softplus(-item_scores[rows, rows]).mean() + F.softplus(item_scores[rows, neg]).mean()
+
+
 def _make_sequential(model: Baseline, params: dict[str, Any], max_history: int, max_epochs: int, eval_every: int,
                      seed: int):
     from cornac.models import SASRec, TransformerRec
 
+    bce1 = model == Baseline.SASREC and params.get("loss") == "bce1"
+    if bce1:
+        params = dict(params, loss="bce", sample_alpha=0.0)  # "bce" passes cornac's check; the loss is replaced below
     common = dict(n_epochs=max_epochs, model_selection="best", val_eval_every=eval_every, seed=seed, verbose=False,
                   **FIXED[model], **params)
     if model == Baseline.SASREC:
-        return SASRec(max_len=max_history, **common)
+        net = SASRec(max_len=max_history, **common)
+        if bce1:
+            from cornac.models.seq_utils import losses
+
+            losses.LOSS_FUNCTIONS[SASREC_BCE1] = sasrec_bce1_loss  # fit() looks its loss up by name
+            net.loss = SASREC_BCE1
+        return net
     # BERT4Rec reads the history plus a trailing mask token: max_len = max_history + 1 keeps 20 history items
     return TransformerRec(name="BERT4Rec", backbone="bert", objective="mlm", loss_at="all", max_len=max_history + 1,
                           **common)

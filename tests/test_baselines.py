@@ -180,6 +180,42 @@ def test_a_rerun_skips_finished_grid_points(tiny, tmp_path):
     assert any("valid N@10" in line for line in logs)  # other settings train afresh
 
 
+def test_sasrec_bce1_is_sasrecs_own_loss():
+    """Each row's positive (its diagonal) against one of the sampled negative columns, -log s(pos) - log(1 - s(neg)):
+    not cornac's "bce", which averages over every column of the row."""
+    import torch
+
+    scores = torch.randn(4, 4 + 6, requires_grad=True)
+    torch.manual_seed(0)
+    loss = B.sasrec_bce1_loss(scores)
+    torch.manual_seed(0)
+    neg = torch.randint(4, 10, (4,))
+    rows = torch.arange(4)
+    pos_p, neg_p = torch.sigmoid(scores[rows, rows]), torch.sigmoid(scores[rows, neg])
+    assert torch.allclose(loss, -(torch.log(pos_p).mean() + torch.log(1 - neg_p).mean()), atol=1e-6)
+    loss.backward()
+    touched = (scores.grad != 0).sum(dim=1)
+    assert touched.tolist() == [2, 2, 2, 2]  # one positive and one negative per row, nothing else
+    assert (scores.grad[rows, rows] < 0).all()  # raises each positive
+    with pytest.raises(ValueError, match="needs sampled negatives"):
+        B.sasrec_bce1_loss(torch.zeros(4, 4))
+
+
+def test_sasrec_bce1_trains_cornacs_sasrec_with_it(tiny, monkeypatch):
+    """The grid's "bce1" point: cornac's SASRec with uniform negatives (sample_alpha 0), and its fit() calls our loss
+    at every step; "ce" points keep cornac's loss and its popularity-sampled negatives."""
+    _, split = tiny
+    net = B._make_sequential(B.Baseline.SASREC, dict(loss="bce1", embedding_dim=8, dropout=0.2), 20, 1, 1, 0)
+    assert net.loss == B.SASREC_BCE1 and net.sample_alpha == 0.0
+    ce = B._make_sequential(B.Baseline.SASREC, dict(loss="ce", embedding_dim=8, dropout=0.2), 20, 1, 1, 0)
+    assert ce.loss == "ce" and ce.sample_alpha == 0.5
+    calls, orig = [], B.sasrec_bce1_loss
+    monkeypatch.setattr(B, "sasrec_bce1_loss", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    net, sel = B.fit("sasrec", dict(loss="bce1", embedding_dim=8, dropout=0.2), split, QUICK._replace(max_epochs=1),
+                     log=lambda s: None)
+    assert calls and net.loss == B.SASREC_BCE1 and sel.history
+
+
 def test_a_restricted_grid_keeps_only_the_named_values():
     """grid="KEY:V[,V];KEY:V" fixes axes of the grid: SASRec with loss ce and dropout 0.2 leaves the two sizes; a
     key or value outside the grid is an error that names the choices."""
