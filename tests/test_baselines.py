@@ -256,3 +256,13 @@ def test_bert4rec_batched_scorer_equals_cornac(tiny):
     fast = B.scorer(net)(s.user[:20], s.history[:20], s.length[:20])
     ref = B.reference_scorer(net)(s.user[:20], s.history[:20], s.length[:20])
     assert fast.shape == (20, split.n_items) and np.allclose(fast, ref, atol=1e-5)
+
+
+def test_the_baselines_profiles_grid_restrictions_name_real_grid_values():
+    """A restriction in profiles._BASELINE_GRIDS is parsed when its notebook starts, hours into a batch: parse it now."""
+    from diger_lib.profiles import steps_for
+
+    restricted = [(name, p) for _, name, p in steps_for("baselines") if "grid" in p]
+    assert restricted
+    for name, p in restricted:
+        assert 0 < len(B.grid_points(p["model"], spec=p["grid"])) < len(B.grid_points(p["model"])), name
