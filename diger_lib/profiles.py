@@ -325,6 +325,7 @@ def _baselines() -> list[Step]:
     def params(ds: str, m: str) -> dict[str, Any]:
         grid = {"grid": _BASELINE_GRIDS[ds, m]} if (ds, m) in _BASELINE_GRIDS else {}
         return dict(dataset=ds, model=m, **_BASELINE_EPOCHS[m], **grid)
+
     return [("03b_conventional_baselines", f"{ds}__{m}__s2026", params(ds, m))
             for ds in ("Beauty", "Instruments", "Yelp") for m in _BASELINE_EPOCHS]
 

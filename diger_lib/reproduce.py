@@ -248,6 +248,7 @@ def scale_note(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> str:
 
     def vals(key):
         return sorted({str(c.get(key)) for c in configs if key in c})
+
     def samples():  # one value, or each value with its datasets (paper_cpu sizes Yelp's epochs to equal passes)
         by: dict[str, set[str]] = {}
         for c in configs:
