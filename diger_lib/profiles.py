@@ -330,6 +330,17 @@ def _baselines() -> list[Step]:
             for ds in ("Beauty", "Instruments", "Yelp") for m in _BASELINE_EPOCHS]
 
 
+# A probe of Yelp's IDs (issue "Every table"): Yelp's text IDs carry almost no sequential signal (`cli id-signal`,
+# README), and its paper_cpu Two-Stage stays below the most-popular floor. The same Two-Stage, budget and seed on IDs
+# from Yelp's 32-d collaborative (SASRec) embeddings, as Instruments' tokenizer is built, in its own artifacts folder.
+def _yelp_cf() -> list[Step]:
+    d = dict(dataset="Yelp")
+    train = dict(d, **_CPU_TRAIN) | _CPU_SCALE["Yelp"] | dict(seed=2026, method="two_stage")
+    return [("02_encode_item_text", "Yelp", dict(d, embedding_file="data/Yelp/Yelp.emb-sasrec32.npy")),
+            ("03_pretrain_rqvae", "Yelp", dict(d, **_QUICK_RQ)),
+            ("04_train_recommender", "Yelp__two_stage_cf__s2026", train)]
+
+
 # Issue 10, part 2: a peer's TIGER (cornac, notebook 04b) beside our Two-Stage on Beauty at the diagnosis budget (4 x
 # 65,536 samples, the same subsets; T5 2+2, d_model 128; beam 20), on the diagnosis profile's MiniLM embeddings and
 # tokenizer ($DIGER_ARTIFACTS/diagnosis), set beside its ts_cosine row (the same warm-up + cosine shape). With cornac's
@@ -394,7 +405,7 @@ def _paper() -> list[Step]:
 
 PROFILES = {"smoke": _smoke, "quick": _quick, "dynamics": _dynamics, "dynamics_literal": _dynamics_literal,
             "dynamics_gaussian": _dynamics_gaussian,
-            "diagnosis": _diagnosis, "paper_cpu": _paper_cpu, "unigrec": _unigrec, "baselines": _baselines,
+            "diagnosis": _diagnosis, "paper_cpu": _paper_cpu, "yelp_cf": _yelp_cf, "unigrec": _unigrec, "baselines": _baselines,
             "peer_tiger": _peer_tiger, "paper_two_stage": _paper_two_stage,
             "paper_two_stage_cosine": _paper_two_stage_cosine, "paper": _paper}
 
