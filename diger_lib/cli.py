@@ -96,7 +96,8 @@ def _id_signal(args: argparse.Namespace) -> int:
             c = np.load(path)
             if c.ndim != 2 or len(c) != split.n_items:
                 raise ValueError(f"{path}: codes of shape {c.shape}, expected [{split.n_items} items, levels]")
-            codes["ours: " + "/".join(Path(path).parts[-3:-1])] = c  # e.g. "ours: Yelp/rqvae_K256_m3"
+            label = "ours: " + "/".join(Path(path).parts[-4:-1])  # e.g. "ours: paper_cpu/Yelp/rqvae_K256_m3"
+            codes[label if label not in codes else f"{label} ({len(codes) + 1})"] = c
         if args.letter:
             codes["LETTER (published)"] = load_letter_ids(args.data_root, args.dataset, split.n_items)[0]
         if not codes:

@@ -43,12 +43,13 @@ def test_id_signal_command_prints_a_table_and_names_a_bad_codes_file(tmp_path, c
 
     fixtures = Path(__file__).parent / "fixtures"
     n_items = D.split_leave_one_out(D.load_interactions(fixtures, "Tiny"), 20).n_items
-    good, bad = tmp_path / "Tiny" / "tok" / "codes.npy", tmp_path / "bad.npy"
+    good, bad = tmp_path / "prof" / "Tiny" / "tok" / "codes.npy", tmp_path / "bad.npy"
     good.parent.mkdir(parents=True)
     np.save(good, np.random.default_rng(0).integers(0, 4, size=(n_items, 3)))
     np.save(bad, np.zeros((n_items + 1, 3), dtype=int))
-    assert main(["id-signal", "Tiny", "--data-root", str(fixtures), "--codes", str(good)]) == 0
+    assert main(["id-signal", "Tiny", "--data-root", str(fixtures), "--codes", str(good), "--codes", str(good)]) == 0
     out = capsys.readouterr().out
-    assert "| ours: Tiny/tok | " in out and "| ours: Tiny/tok, items permuted |" in out and "level 3" in out
+    assert "| ours: prof/Tiny/tok | " in out and "| ours: prof/Tiny/tok, items permuted |" in out and "level 3" in out
+    assert "| ours: prof/Tiny/tok (2) | " in out  # a second file under the same name keeps its own row
     assert main(["id-signal", "Tiny", "--data-root", str(fixtures), "--codes", str(bad)]) == 1
     assert f"expected [{n_items} items, levels]" in capsys.readouterr().err
