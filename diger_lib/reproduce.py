@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -137,6 +137,9 @@ def fig5(cells: dict[tuple[str, str], Cell], datasets: Sequence[str] = ("Beauty"
     return pd.DataFrame(rows)
 
 
+RanksOf = Callable[[Cell], "list[np.ndarray] | None"]  # a cell's per-user test ranks, one array per seed
+
+
 class Claim(NamedTuple):
     claim: str
     dataset: str
@@ -144,6 +147,14 @@ class Claim(NamedTuple):
     paper: bool | None  # does the paper's own table show it (None: the paper gives no numbers)
     ours: bool | None  # do our means show it (None: runs missing)
     detail: str  # our numbers, with the seed spread
+    beyond_noise: bool | None = None  # is our difference beyond test-set and seed noise (None: not tested)
+
+
+# Claims "A > B": our difference counts only beyond noise. A paired bootstrap over the test users (each user's metric
+# averaged over a side's seeds; metrics.paired_bootstrap_seeds) gives the test-set part; its 95% interval must exclude
+# 0. Seeds vary more than that on this budget, so where any side has >= 2 seeds the difference must also exceed twice
+# its seed standard error, the seeds' sample sd pooled over the sides that have several, times sqrt(1/k_a + 1/k_b).
+CLAIM_BOOT = 2000
 
 
 def _fmt(c: Cell | None, mt: str) -> str:
@@ -153,20 +164,44 @@ def _fmt(c: Cell | None, mt: str) -> str:
     return f"{c.mean[mt]:.4f}" + (f" ± {sd:.4f} (sd, {len(c.runs)} seeds)" if not math.isnan(sd) else "")
 
 
-def _greater(name: str, ds: str, mt: str, a: Cell | None, b: Cell | None, pa: float, pb: float) -> Claim:
+def _beyond_noise(a: Cell, b: Cell, mt: str, d: float, ranks: RanksOf | None) -> tuple[bool | None, str]:
+    """(is ``d`` = mean(a) - mean(b) beyond noise, the words that say how it was judged); None without test ranks."""
+    from .metrics import paired_bootstrap_seeds
+
+    ra, rb = (ranks(a), ranks(b)) if ranks is not None else (None, None)
+    if not ra or not rb:
+        return None, ""
+    try:
+        bs = paired_bootstrap_seeds(ra, rb, mt, n_boot=CLAIM_BOOT)
+    except ValueError:  # the runs ranked different test users
+        return None, ""
+    beyond = bool(bs["lo"] > 0 or bs["hi"] < 0)
+    words = f"; paired bootstrap 95% CI [{bs['lo']:+.4f}, {bs['hi']:+.4f}]"
+    sds = [c.sd[mt] for c in (a, b) if len(c.runs) > 1 and not math.isnan(c.sd[mt])]
+    if sds:
+        seed_se = math.sqrt(float(np.mean(np.square(sds)))) * math.sqrt(1 / len(a.runs) + 1 / len(b.runs))
+        beyond = beyond and abs(d) > 2 * seed_se
+        words += f"; seed SE of the difference {seed_se:.4f}"
+    return beyond, words
+
+
+def _greater(name: str, ds: str, mt: str, a: Cell | None, b: Cell | None, pa: float, pb: float,
+             ranks: RanksOf | None = None) -> Claim:
     paper = None if math.isnan(pa) or math.isnan(pb) else bool(pa > pb)
     ours = None if a is None or b is None else bool(a.mean[mt] > b.mean[mt])
-    detail = f"{_fmt(a, mt)} vs {_fmt(b, mt)}"
+    detail, beyond = f"{_fmt(a, mt)} vs {_fmt(b, mt)}", None
     if ours is not None:  # how big the difference is against the test set's noise (a mean over seeds of each side)
         d = a.mean[mt] - b.mean[mt]
         detail += f"; difference {d:+.4f}"
         if mt.startswith("R@") and min(a.n_test_users, b.n_test_users) > 0:
             se = recall_se((a.mean[mt] + b.mean[mt]) / 2, min(a.n_test_users, b.n_test_users))
             detail += f" = {d / se:+.1f} test-set standard errors of one run's R@k"
-    return Claim(name, ds, mt, paper, ours, detail)
+        beyond, words = _beyond_noise(a, b, mt, d, ranks)
+        detail += words
+    return Claim(name, ds, mt, paper, ours, detail, beyond)
 
 
-def _table2_claims(cells, t2: pd.DataFrame) -> list[Claim]:
+def _table2_claims(cells, t2: pd.DataFrame, ranks: RanksOf | None = None) -> list[Claim]:
     out = []
     for ds in t2["dataset"].unique():
         sub = t2[t2["dataset"] == ds].set_index("key")
@@ -175,21 +210,22 @@ def _table2_claims(cells, t2: pd.DataFrame) -> list[Claim]:
             best = max(udk, key=lambda k: cells[(ds, k)].mean[mt]) if udk else "diger_frqud"
             p_best = max(sub.loc[k, f"paper_{mt}"] for k in ("diger_sdud", "diger_frqud", "diger_sdud_frqud"))
             out.append(_greater(f"DIGER (best UD variant: {best}) > Two-Stage", ds, mt, cells.get((ds, best)),
-                                cells.get((ds, "two_stage")), p_best, sub.loc["two_stage", f"paper_{mt}"]))
+                                cells.get((ds, "two_stage")), p_best, sub.loc["two_stage", f"paper_{mt}"], ranks))
             out.append(_greater("Two-Stage > STE", ds, mt, cells.get((ds, "two_stage")), cells.get((ds, "ste")),
-                                sub.loc["two_stage", f"paper_{mt}"], sub.loc["ste", f"paper_{mt}"]))
+                                sub.loc["two_stage", f"paper_{mt}"], sub.loc["ste", f"paper_{mt}"], ranks))
     return out
 
 
-def _ablation_claims(cells, t4: pd.DataFrame) -> list[Claim]:
+def _ablation_claims(cells, t4: pd.DataFrame, ranks: RanksOf | None = None) -> list[Claim]:
     sub, out = t4.set_index("key"), []
     base = cells.get(("Beauty", "diger_none"))
     for mt in ("R@10", "N@10"):
         out.append(_greater("uncertainty decay helps (w/ UD > w/o UD)", "Beauty", mt, cells.get(("Beauty", MAIN_DIGER)),
-                            base, sub.loc[MAIN_DIGER, f"paper_{mt}"], sub.loc["diger_none", f"paper_{mt}"]))
+                            base, sub.loc[MAIN_DIGER, f"paper_{mt}"], sub.loc["diger_none", f"paper_{mt}"], ranks))
         for k in ABLATIONS:
             out.append(_greater(f"removing it hurts: w/o UD > {TABLE4_ROWS[k]}", "Beauty", mt, base,
-                                cells.get(("Beauty", k)), sub.loc["diger_none", f"paper_{mt}"], sub.loc[k, f"paper_{mt}"]))
+                                cells.get(("Beauty", k)), sub.loc["diger_none", f"paper_{mt}"], sub.loc[k, f"paper_{mt}"],
+                                ranks))
     return out
 
 
@@ -230,13 +266,27 @@ def _fig5_claims(cells, f5: pd.DataFrame) -> list[Claim]:
     return out
 
 
+def _verdict(agrees: bool | None, beyond: bool | None) -> str:
+    if agrees is None:
+        return "n/a"
+    if beyond is None:  # no noise test (Table 5's best cell, Figure 5's flatness has its own 3-SE rule)
+        return "agrees (no noise test)" if agrees else "disagrees (no noise test)"
+    if not beyond:
+        return "within noise"
+    return "agrees" if agrees else "disagrees"
+
+
 def claims(cells: dict[tuple[str, str], Cell], t2: pd.DataFrame, t4: pd.DataFrame, t5: pd.DataFrame,
-           f5: pd.DataFrame) -> pd.DataFrame:
-    """Each of the paper's claims: does the paper's table show it, do our numbers (means over seeds)?"""
-    rows = _table2_claims(cells, t2) + _ablation_claims(cells, t4) + _table5_claims(cells, t5) + _fig5_claims(cells, f5)
+           f5: pd.DataFrame, ranks: RanksOf | None = None) -> pd.DataFrame:
+    """Each of the paper's claims: does the paper's table show it, do our numbers (means over seeds)? ``agrees``
+    compares the signs only; ``verdict`` also asks whether our difference is beyond noise (``_beyond_noise``; needs
+    ``ranks``, each cell's per-user test ranks)."""
+    rows = (_table2_claims(cells, t2, ranks) + _ablation_claims(cells, t4, ranks) + _table5_claims(cells, t5)
+            + _fig5_claims(cells, f5))
     df = pd.DataFrame([c._asdict() for c in rows])
     df["agrees"] = [None if o is None else (o == p if p is not None else o) for o, p in zip(df["ours"], df["paper"])]
-    return df.astype({"paper": object, "ours": object, "agrees": object})
+    df["verdict"] = [_verdict(a, b) for a, b in zip(df["agrees"], df["beyond_noise"])]
+    return df.astype({"paper": object, "ours": object, "agrees": object, "beyond_noise": object})
 
 
 def scale_note(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> str:
@@ -288,7 +338,14 @@ def reproduce(runs: Sequence[Run], configs: Sequence[dict[str, Any]],
               datasets: Sequence[str] = ("Beauty", "Instruments", "Yelp")) -> Reproduction:
     cells = collect(runs)
     t2, t4, t5, f5 = table2(cells, datasets), table4(cells), table5(cells), fig5(cells)
-    return Reproduction(t2, t4, t5, f5, claims(cells, t2, t4, t5, f5), scale_note(runs, configs))
+    by_name = {r.name: r for r in runs}
+
+    def ranks(cell: Cell) -> list[np.ndarray] | None:
+        try:
+            return [by_name[n].ranks() for n in cell.runs]
+        except (KeyError, FileNotFoundError):  # a run without per-user test ranks: the claim is judged by sign only
+            return None
+    return Reproduction(t2, t4, t5, f5, claims(cells, t2, t4, t5, f5, ranks), scale_note(runs, configs))
 
 
 def write_reproduction(rep: Reproduction, fig_dir) -> list:

@@ -2,6 +2,7 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from diger_lib import reproduce as RP
@@ -166,3 +167,49 @@ def test_timing_sums_each_part_of_the_batch(tmp_path):
     assert list(df.index[:2]) == ["data (01)", "item text and tokenizers (02, 03)"]  # the batch's order
     f = RP.write_timing(tmp_path, tmp_path / "fig")
     assert "| Table 2, Beauty | 2 | 50" in f.read_text() and f.with_suffix(".csv").is_file()
+
+
+def _ranked_run(tmp_path, name, hits):
+    """A run whose per-user test ranks hit (rank 0) for the users in ``hits`` (a boolean array), miss otherwise."""
+    from diger_lib import records
+
+    d = tmp_path / name
+    d.mkdir()
+    ranks = np.where(hits, 0, -1)
+    records.write_ranks(d / "test_ranks.txt.gz", ranks)
+    r10 = float(hits.mean())
+    m = {"R@5": r10, "R@10": r10, "N@5": r10, "N@10": r10, "n_test_users": len(hits)}
+    return Run(name, d, m, {}, {})
+
+
+def test_claims_verdict_counts_a_difference_only_beyond_test_and_seed_noise(tmp_path, monkeypatch):
+    """'agrees' compares signs; 'verdict' needs the paired bootstrap's interval to exclude 0 and, with several seeds,
+    the difference to exceed twice its seed standard error."""
+    monkeypatch.setattr(RP, "CLAIM_BOOT", 500)
+    rng = np.random.default_rng(0)
+    base = rng.random(20000) < 0.05
+
+    def moved(gain, lose):  # base with `gain` misses turned into hits and `lose` hits into misses
+        out = base.copy()
+        out[rng.choice(np.flatnonzero(~base), gain, replace=False)] = True
+        out[rng.choice(np.flatnonzero(base), lose, replace=False)] = False
+        return out
+
+    name = "DIGER (best UD variant: diger_frqud) > Two-Stage", "R@10"
+    runs = [_ranked_run(tmp_path, "Beauty__two_stage__s1", base), _ranked_run(tmp_path, "Beauty__ste__s1", moved(0, 500)),
+            _ranked_run(tmp_path, "Beauty__diger_frqud__s1", moved(110, 100))]
+    cl = RP.reproduce(runs, [], datasets=("Beauty",)).claims.set_index(["claim", "metric"])
+    assert cl.loc[("Two-Stage > STE", "R@10"), "verdict"] == "agrees"
+    tie = cl.loc[name]
+    assert tie["agrees"] is True and tie["verdict"] == "within noise" and "paired bootstrap 95% CI" in tie["detail"]
+    (tmp_path / "gain").mkdir()
+    runs[2] = _ranked_run(tmp_path / "gain", "Beauty__diger_frqud__s1", moved(200, 0))  # +0.01 on one seed
+    assert RP.reproduce(runs, [], datasets=("Beauty",)).claims.set_index(["claim", "metric"]).loc[name, "verdict"] == "agrees"
+    # a second seed on each side that spreads more than the gain: within noise again
+    runs += [_ranked_run(tmp_path, "Beauty__two_stage__s2", moved(150, 0)),
+             _ranked_run(tmp_path, "Beauty__diger_frqud__s2", moved(120, 0))]
+    row = RP.reproduce(runs, [], datasets=("Beauty",)).claims.set_index(["claim", "metric"]).loc[name]
+    assert row["ours"] is True and row["verdict"] == "within noise" and "seed SE of the difference" in row["detail"]
+    # runs without per-user ranks: signs only, and the verdict says so
+    plain = RP.reproduce([run("Beauty__two_stage__s1", 0.02), run("Beauty__ste__s1", 0.01)], [], datasets=("Beauty",))
+    assert plain.claims.set_index(["claim", "metric"]).loc[("Two-Stage > STE", "R@10"), "verdict"] == "agrees (no noise test)"
