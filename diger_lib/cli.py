@@ -106,13 +106,14 @@ def _id_signal(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     samples = getattr(split, args.split)
-    rows = id_signal(samples, codes, seed=args.seed)
-    levels = sorted({k for r in rows for k in r if k != "ids"})
+    import pandas as pd
+
+    from .tables import markdown_table
+
+    table = pd.DataFrame(id_signal(samples, codes, seed=args.seed)).rename(columns={"ids": "IDs"})
     print(f"{args.dataset}, {args.split} samples ({len(samples)}): share of targets whose first l codes equal those of "
           f"an item in their history\n")
-    print("| IDs | " + " | ".join(levels) + " |\n|---|" + "---|" * len(levels))
-    for r in rows:
-        print(f"| {r['ids']} | " + " | ".join(f"{r[k]:.3f}" if k in r else "" for k in levels) + " |")
+    print(markdown_table(table.map(lambda v: ("" if pd.isna(v) else f"{v:.3f}") if isinstance(v, float) else v)), end="")
     return 0
 
 

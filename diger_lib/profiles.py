@@ -231,8 +231,13 @@ _CPU_PASSES = 2.0
 _CPU_SCALE = {"Yelp": dict(samples_per_epoch=112_640, time_budget_minutes=150.0)}
 
 
+def _cpu_train(ds: str) -> dict[str, Any]:
+    """paper_cpu's training settings on ``ds``, at its one scale in passes (``_CPU_SCALE``)."""
+    return dict(dataset=ds, **_CPU_TRAIN) | _CPU_SCALE.get(ds, {})
+
+
 def _cpu_table2(ds: str) -> list[Step]:
-    t = dict(dataset=ds, **_CPU_TRAIN) | _CPU_SCALE.get(ds, {})
+    t = _cpu_train(ds)
 
     def two_stage(seed: int) -> Step:
         return ("04_train_recommender", f"{ds}__two_stage__s{seed}", dict(t, seed=seed, method="two_stage"))
@@ -253,7 +258,7 @@ def _cpu_table2(ds: str) -> list[Step]:
 
 
 def _cpu_fig5(ds: str) -> list[Step]:
-    dg = dict(dataset=ds, **_CPU_TRAIN, method="diger", **_CPU_DIGER)
+    dg = dict(_cpu_train(ds), method="diger", **_CPU_DIGER)
     out = [("04_train_recommender", f"{ds}__frqud_r{r:g}__s2026", dict(dg, decay="frqud", frqud_r=r))
            for r in _CPU_FIG5["r"]]
     return out + [("04_train_recommender", f"{ds}__sdud_lambda{lam:g}__s2026", dict(dg, decay="sdud", sdud_lambda=lam))
@@ -265,7 +270,7 @@ def _paper_cpu() -> list[Step]:
     for ds in ("Beauty", "Instruments", "Yelp"):
         steps += [("02_encode_item_text", ds, dict(dataset=ds)), ("03_pretrain_rqvae", ds, dict(dataset=ds, **_QUICK_RQ))]
         steps += _cpu_table2(ds)
-    b = dict(dataset="Beauty", **_CPU_TRAIN, method="diger", **_CPU_DIGER)
+    b = dict(_cpu_train("Beauty"), method="diger", **_CPU_DIGER)
     steps += [("04_train_recommender", f"Beauty__{key}__s2026", dict(b, **extra)) for key, extra in (  # Table 4
         ("diger_none", dict(decay="none")), ("abl_no_gumbel", dict(decay="none", noise="none")),
         # the hard update (Fig. 3) needs L_gen to reach the selected code: the W_j e coupling, not the choice's
@@ -335,7 +340,7 @@ def _baselines() -> list[Step]:
 # from Yelp's 32-d collaborative (SASRec) embeddings, as Instruments' tokenizer is built, in its own artifacts folder.
 def _yelp_cf() -> list[Step]:
     d = dict(dataset="Yelp")
-    train = dict(d, **_CPU_TRAIN) | _CPU_SCALE["Yelp"] | dict(seed=2026, method="two_stage")
+    train = dict(_cpu_train("Yelp"), seed=2026, method="two_stage")
     return [("02_encode_item_text", "Yelp", dict(d, embedding_file="data/Yelp/Yelp.emb-sasrec32.npy")),
             ("03_pretrain_rqvae", "Yelp", dict(d, **_QUICK_RQ)),
             ("04_train_recommender", "Yelp__two_stage_cf__s2026", train)]

@@ -339,12 +339,16 @@ def reproduce(runs: Sequence[Run], configs: Sequence[dict[str, Any]],
     cells = collect(runs)
     t2, t4, t5, f5 = table2(cells, datasets), table4(cells), table5(cells), fig5(cells)
     by_name = {r.name: r for r in runs}
+    read: dict[str, np.ndarray] = {}  # each run's ranks file is read once, however many claims it enters
 
     def ranks(cell: Cell) -> list[np.ndarray] | None:
         try:
-            return [by_name[n].ranks() for n in cell.runs]
+            for n in cell.runs:
+                if n not in read:
+                    read[n] = by_name[n].ranks()
         except (KeyError, FileNotFoundError):  # a run without per-user test ranks: the claim is judged by sign only
             return None
+        return [read[n] for n in cell.runs]
     return Reproduction(t2, t4, t5, f5, claims(cells, t2, t4, t5, f5, ranks), scale_note(runs, configs))
 
 
