@@ -7,6 +7,7 @@ constants below, so a profile that names its runs this way gets every table (see
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -59,6 +60,27 @@ class Cell(NamedTuple):
     seeds: tuple[int, ...]
     runs: tuple[str, ...]
     n_test_users: int
+    budgets: tuple[str, ...] = ()  # the distinct training budgets of its runs (``budget``; () when none is recorded)
+
+
+# What a run's training budget is: the model's size and how many samples it may see (config.json). Two sides of a claim
+# are compared only at the same budget; a run its time budget cut before its last epoch has a smaller one.
+BUDGET_KEYS = ("n_encoder_layers", "n_decoder_layers", "d_model", "epochs", "samples_per_epoch", "batch_size")
+
+
+def budget(run: Run) -> str:
+    """The run's training budget in words ("": no config.json, e.g. a run made by hand)."""
+    f = run.dir / "config.json"
+    if not f.is_file():
+        return ""
+    c = json.loads(f.read_text())
+    if c.get("method") == "most_popular":
+        return "no training"
+    words = (f"T5 {c.get('n_encoder_layers')}+{c.get('n_decoder_layers')}, d_model {c.get('d_model')}, "
+             f"{c.get('epochs')} x {c.get('samples_per_epoch')} samples, batch {c.get('batch_size')}")
+    if run.metrics.get("stop_reason") == "time_budget":
+        words += f", cut by its time budget after {run.metrics.get('epochs_run', '?')} epochs"
+    return words
 
 
 def parse_name(name: str) -> tuple[str, str, int | None] | None:
@@ -83,7 +105,8 @@ def collect(runs: Sequence[Run]) -> dict[tuple[str, str], Cell]:
         out[k] = Cell({mt: float(v.mean()) for mt, v in vals.items()},
                       {mt: float(v.std(ddof=1)) if len(v) > 1 else math.nan for mt, v in vals.items()},
                       tuple(s for s, _ in members if s is not None), tuple(r.name for _, r in members),
-                      int(members[0][1].metrics.get("n_test_users", 0)))
+                      int(members[0][1].metrics.get("n_test_users", 0)),
+                      tuple(sorted({b for b in (budget(r) for _, r in members) if b})))
     return out
 
 
@@ -148,6 +171,7 @@ class Claim(NamedTuple):
     ours: bool | None  # do our means show it (None: runs missing)
     detail: str  # our numbers, with the seed spread
     beyond_noise: bool | None = None  # is our difference beyond test-set and seed noise (None: not tested)
+    same_budget: bool | None = None  # were both sides trained at one budget (None: not recorded); False -> no verdict
 
 
 # Claims "A > B": our difference counts only beyond noise. A paired bootstrap over the test users (each user's metric
@@ -198,7 +222,17 @@ def _greater(name: str, ds: str, mt: str, a: Cell | None, b: Cell | None, pa: fl
             detail += f" = {d / se:+.1f} test-set standard errors of one run's R@k"
         beyond, words = _beyond_noise(a, b, mt, d, ranks)
         detail += words
-    return Claim(name, ds, mt, paper, ours, detail, beyond)
+    same = _same_budget(a, b)
+    if same is False:
+        detail += f"; trained at different budgets: {' | '.join(a.budgets)} vs {' | '.join(b.budgets)}"
+    return Claim(name, ds, mt, paper, ours, detail, beyond, same)
+
+
+def _same_budget(a: Cell | None, b: Cell | None) -> bool | None:
+    """Were every run of both sides trained at one budget? None when either side is missing or unrecorded."""
+    if a is None or b is None or not a.budgets or not b.budgets:
+        return None
+    return len(set(a.budgets) | set(b.budgets)) == 1
 
 
 def _table2_claims(cells, t2: pd.DataFrame, ranks: RanksOf | None = None) -> list[Claim]:
@@ -266,9 +300,11 @@ def _fig5_claims(cells, f5: pd.DataFrame) -> list[Claim]:
     return out
 
 
-def _verdict(agrees: bool | None, beyond: bool | None) -> str:
+def _verdict(agrees: bool | None, beyond: bool | None, same_budget: bool | None = None) -> str:
     if agrees is None:
         return "n/a"
+    if same_budget is False:  # e.g. a 2-pass run beside a 1-pass one: the difference measures the budget too
+        return "not comparable (budgets differ)"
     if beyond is None:  # no noise test (Table 5's best cell, Figure 5's flatness has its own 3-SE rule)
         return "agrees (no noise test)" if agrees else "disagrees (no noise test)"
     if not beyond:
@@ -285,8 +321,9 @@ def claims(cells: dict[tuple[str, str], Cell], t2: pd.DataFrame, t4: pd.DataFram
             + _fig5_claims(cells, f5))
     df = pd.DataFrame([c._asdict() for c in rows])
     df["agrees"] = [None if o is None else (o == p if p is not None else o) for o, p in zip(df["ours"], df["paper"])]
-    df["verdict"] = [_verdict(a, b) for a, b in zip(df["agrees"], df["beyond_noise"])]
-    return df.astype({"paper": object, "ours": object, "agrees": object, "beyond_noise": object})
+    df["verdict"] = [_verdict(a, b, s) for a, b, s in zip(df["agrees"], df["beyond_noise"], df["same_budget"])]
+    return df.astype({"paper": object, "ours": object, "agrees": object, "beyond_noise": object,
+                      "same_budget": object})
 
 
 def scale_note(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> str:

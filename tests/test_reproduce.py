@@ -213,3 +213,40 @@ def test_claims_verdict_counts_a_difference_only_beyond_test_and_seed_noise(tmp_
     # runs without per-user ranks: signs only, and the verdict says so
     plain = RP.reproduce([run("Beauty__two_stage__s1", 0.02), run("Beauty__ste__s1", 0.01)], [], datasets=("Beauty",))
     assert plain.claims.set_index(["claim", "metric"]).loc[("Two-Stage > STE", "R@10"), "verdict"] == "agrees (no noise test)"
+
+
+def test_claims_compare_only_runs_trained_at_one_budget(tmp_path):
+    """A claim whose sides were trained at different budgets (config.json: size, epochs x samples, batch; or a run its
+    time budget cut) gets no verdict; the detail names both budgets."""
+    import json
+
+    def configured(name, r10, samples, stop="max_epochs"):
+        d = tmp_path / name
+        d.mkdir()
+        cfg = dict(n_encoder_layers=2, n_decoder_layers=2, d_model=128, epochs=4, samples_per_epoch=samples,
+                   batch_size=256, method="two_stage")
+        (d / "config.json").write_text(json.dumps(cfg))
+        m = {"R@5": r10, "R@10": r10, "N@5": r10, "N@10": r10, "n_test_users": 30000, "stop_reason": stop,
+             "epochs_run": 3}
+        return Run(name, d, m, {}, {})
+
+    name = ("Two-Stage > STE", "R@10")
+    runs = [configured("Yelp__two_stage__s1", 0.008, 112640), configured("Yelp__ste__s1", 0.002, 65536)]
+    row = RP.reproduce(runs, [], datasets=("Yelp",)).claims.set_index(["claim", "metric"]).loc[name]
+    assert row["ours"] is True and row["same_budget"] is False and row["verdict"] == "not comparable (budgets differ)"
+    assert "4 x 112640 samples" in row["detail"] and "4 x 65536 samples" in row["detail"]
+    # the same budget: judged as usual (no ranks here, so by sign)
+    runs[1] = configured("Yelp__ste__s2", 0.002, 112640)
+    row = RP.reproduce(runs, [], datasets=("Yelp",)).claims.set_index(["claim", "metric"]).loc[name]
+    assert row["same_budget"] is True and row["verdict"] == "agrees (no noise test)"
+    # a run its time budget cut short is a smaller budget
+    runs[1] = configured("Yelp__ste__s3", 0.002, 112640, stop="time_budget")
+    row = RP.reproduce(runs, [], datasets=("Yelp",)).claims.set_index(["claim", "metric"]).loc[name]
+    assert row["verdict"] == "not comparable (budgets differ)" and "cut by its time budget after 3 epochs" in row["detail"]
+    # two seeds of one side at different budgets: not comparable either
+    runs = [runs[0], configured("Yelp__two_stage__s2", 0.009, 65536),
+            configured("Yelp__ste__s4", 0.002, 112640)]
+    assert RP.collect(runs)[("Yelp", "two_stage")].budgets == ("T5 2+2, d_model 128, 4 x 112640 samples, batch 256",
+                                                              "T5 2+2, d_model 128, 4 x 65536 samples, batch 256")
+    row = RP.reproduce(runs, [], datasets=("Yelp",)).claims.set_index(["claim", "metric"]).loc[name]
+    assert row["same_budget"] is False
