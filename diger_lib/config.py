@@ -26,7 +26,16 @@ class Method(str, enum.Enum):
     STE = "ste"  # naive joint training, argmax + straight-through, hard update (Fig. 3)
     DIGER = "diger"  # DRIL (Eq. 5-8) + optional uncertainty decay (Eq. 9-13)
     MOST_POPULAR = "most_popular"  # popularity floor, not in the paper
+    MARKOV1 = "markov1"  # first-order transition floor (the last item's most frequent successors), not in the paper
     UNIGREC = "unigrec"  # UniGRec (arXiv 2601.17438): soft identifiers, annealed tau, L_CU, dual distillation
+
+    @property
+    def trains(self) -> bool:
+        """False for the floors: they count the training sequences, there is no model, tokenizer or checkpoint."""
+        return self.value not in FLOOR_METHODS
+
+
+FLOOR_METHODS = ("most_popular", "markov1")  # Method values that train nothing (outputs, reproduce and profiles read them)
 
 
 class Noise(str, enum.Enum):

@@ -2,7 +2,7 @@
 
 - ``ranking_metrics``: Recall@k and NDCG@k under leave-one-out with a single held-out item per user
   (section 5 "Evaluation": ranked against the full item set).
-- ``most_popular_topk``: a popularity floor every learned model should beat.
+- ``most_popular_topk`` / ``markov1_topk``: a popularity floor and a first-order transition floor (not in the paper).
 - ``code_usage`` / ``collision_rate``: codebook utilisation per level; the effective number of codes
   Eff(q) = exp(H(q)) of appendix A (Theorem A.3: Eff(q) <= K, equality iff q is uniform) and the share of
   items whose full semantic ID collides with another item's.
@@ -99,6 +99,56 @@ def most_popular_topk(train_sequences: Iterable[Iterable[int]], n_items: int, k:
     counts = np.bincount(ids, minlength=n_items)
     # stable sort on -count keeps ascending id order among equal counts
     return np.argsort(-counts, kind="stable")[:k].astype(np.int64)
+
+
+def markov1_topk(train_sequences: Iterable[Iterable[int]], last_items: Any, n_items: int, k: int) -> np.ndarray:
+    """A first-order Markov floor: for each user, the items that followed their last item ``last_items`` [U] in the
+    training sequences, most often first (ties: more popular, then lower id), then the most popular of the rest.
+
+    Only consecutive pairs inside each training sequence count (a user's validation and test items never do), the
+    same data ``most_popular_topk`` counts. Returns int64 [U, k]; items of the history are not removed (as in every
+    row here).
+    """
+    if isinstance(train_sequences, Mapping):
+        raise TypeError("markov1_topk got a mapping; pass its .values() (the item sequences)")
+    seqs = [np.asarray(list(seq), dtype=np.int64).reshape(-1) for seq in train_sequences]
+    last = _int_array(last_items, "last_items", 1)
+    pop_order = most_popular_topk(seqs, n_items, n_items)  # validates k's range and the ids too
+    if not 1 <= k <= n_items:
+        raise ValueError(f"k={k} must be in [1, n_items={n_items}]")
+    if last.size and (last.min() < 0 or last.max() >= n_items):
+        raise ValueError(f"last item {last[(last < 0) | (last >= n_items)][0]} outside [0, n_items={n_items})")
+    popularity_rank = np.empty(n_items, dtype=np.int64)
+    popularity_rank[pop_order] = np.arange(n_items)
+    src = np.concatenate([s[:-1] for s in seqs] + [np.zeros(0, np.int64)])
+    dst = np.concatenate([s[1:] for s in seqs] + [np.zeros(0, np.int64)])
+    pairs, counts = np.unique(src * n_items + dst, return_counts=True)
+    a, b = pairs // n_items, pairs % n_items
+    # every source's successors, best first: by count (descending), then popularity rank, i.e. (more popular, lower id)
+    order = np.lexsort((popularity_rank[b], -counts, a))
+    a, b = a[order], b[order]
+    starts = np.searchsorted(a, np.arange(n_items + 1))
+    out = np.empty((len(last), k), dtype=np.int64)
+    cache: dict[int, np.ndarray] = {}
+    for u, item in enumerate(last.tolist()):
+        row = cache.get(item)
+        if row is None:
+            succ = b[starts[item]:starts[item + 1]][:k]
+            fill = pop_order[:k + len(succ)]
+            row = np.concatenate([succ, fill[~np.isin(fill, succ)]])[:k]
+            cache[item] = row
+        out[u] = row
+    return out
+
+
+def last_items(history: Any, length: Any) -> np.ndarray:
+    """Each user's most recent item of a right-padded history [U, L] with ``length`` [U] items."""
+    h, n = _int_array(history, "history", 2), _int_array(length, "length", 1)
+    if h.shape[0] != n.shape[0]:
+        raise ValueError(f"history has {h.shape[0]} users but length has {n.shape[0]}")
+    if n.size and (n.min() < 1 or n.max() > h.shape[1]):
+        raise ValueError(f"length must be in [1, {h.shape[1]}] (every user needs a history)")
+    return h[np.arange(len(n)), n - 1]
 
 
 # ----------------------------------------------------------------------------------------------

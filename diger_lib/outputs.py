@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
+from .config import FLOOR_METHODS
 from .paths import rqvae_name
 
 ENCODE, PRETRAIN, TRAIN = "02_encode_item_text", "03_pretrain_rqvae", "04_train_recommender"
@@ -58,7 +59,7 @@ def stale_reason(stem: str, params: Mapping[str, Any], finished: Mapping[str, An
         if recorded and recorded != now:
             return f"the artifacts hold another tokenizer (codes.npy {now[:12]}, run {recorded[:12]})"
         return None
-    if stem != TRAIN or params.get("method") == "most_popular":
+    if stem != TRAIN or params.get("method") in FLOOR_METHODS:
         return None
     codes = ids_file(art, params.get("data_root", "data"), ds, ids=str(params.get("ids", "ours")), K=K, m=m)
     if not codes.is_file():

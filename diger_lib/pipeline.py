@@ -244,9 +244,9 @@ def build_trainer(spec: RunSpec, split: Split, artifacts_dir: Path | str, run_na
 
 def tokenizer_digest(spec: RunSpec, artifacts_dir: Path | str) -> str:
     """SHA-256 of the file that fixes the run's semantic IDs: notebook 03's ``codes.npy`` (the deterministic IDs of its
-    tokenizer, written beside ``rqvae.pt``) or LETTER's ``NAME.index.json``; "" for MostPopular. Two runs are paired
+    tokenizer, written beside ``rqvae.pt``) or LETTER's ``NAME.index.json``; "" for the floors. Two runs are paired
     (same items, same IDs at the start) only when their digests agree; notebook 03 prints the same digest."""
-    if spec.train.method is Method.MOST_POPULAR:
+    if not spec.train.method.trains:
         return ""
     path = ids_file(artifacts_dir, spec.data.data_root, spec.data.dataset, ids=spec.ids.value, K=spec.codebook_size,
                     m=spec.n_levels)  # the file the runner's --skip-finished checks too (outputs.stale_reason)
@@ -281,13 +281,27 @@ def run_label(method: str, ids: str = "ours", decay: str = "none", noise: str = 
             return "UniGRec (" + ",".join(sorted(p.value for p in u.parts)) + ")"
         return UG.TABLE3_ROWS[u.variant]
     label = {"two_stage": "Two-Stage" + (" (LETTER IDs)" if ids == "letter" else ""), "ste": "STE",
-             "most_popular": "MostPopular"}.get(method)
+             "most_popular": "MostPopular", "markov1": "Markov-1"}.get(method)
     if label is None:
         label = "DIGER (" + {"none": "w/o UD", "sdud": "SDUD", "frqud": "FrqUD", "sdud+frqud": "SDUD+FrqUD",
                              "tau_anneal": "tau annealing"}[decay] + ")"
         if noise != "gumbel" or update != "soft":
             label += f" noise={noise} update={update}"
     return label
+
+
+def floor_topk(method: Method, split: Split, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` [U, k] a floor (a method that trains nothing) gives every validation and every test user: the most
+    popular training items, or the last history item's most frequent training successors (``metrics.markov1_topk``)."""
+    from . import metrics as M
+
+    if method is Method.MOST_POPULAR:
+        top = M.most_popular_topk(split.train_sequences, split.n_items, k)
+        return np.tile(top, (len(split.valid), 1)), np.tile(top, (len(split.test), 1))
+    if method is Method.MARKOV1:
+        return tuple(M.markov1_topk(split.train_sequences, M.last_items(s.history, s.length), split.n_items, k)
+                     for s in (split.valid, split.test))
+    raise ValueError(f"method={method.value!r} is not a floor (floors: most_popular, markov1)")
 
 
 def print_config(run_config: dict[str, Any]) -> None:

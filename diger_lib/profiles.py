@@ -13,6 +13,7 @@ import difflib
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .config import FLOOR_METHODS
 from .paths import ROOT
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -35,6 +36,7 @@ def _smoke() -> list[Step]:
         ("03_pretrain_rqvae", "", dict(dataset="Tiny", **_TINY_RQ)),
         ("04_train_recommender", "two_stage", dict(train, method="two_stage")),
         ("04_train_recommender", "most_popular", dict(train, method="most_popular")),
+        ("04_train_recommender", "markov1", dict(train, method="markov1")),
         ("04_train_recommender", "ste", dict(train, method="ste")),
         ("04_train_recommender", "diger_sdud_frqud", dict(train, method="diger", decay="sdud+frqud")),
         ("05_sid_dynamics_figures", "", dict(runs="ste,diger_sdud_frqud", main_diger="diger_sdud_frqud")),
@@ -246,7 +248,7 @@ def _cpu_table2(ds: str) -> list[Step]:
         return ("04_train_recommender", f"{ds}__diger_{decay.replace('+', '_')}__s{seed}",
                 dict(t, seed=seed, method="diger", decay=decay, **_CPU_DIGER))
 
-    out = [("04_train_recommender", f"{ds}__most_popular__s2026", dict(dataset=ds, method="most_popular"))]
+    out = [("04_train_recommender", f"{ds}__{floor}__s2026", dict(dataset=ds, method=floor)) for floor in FLOOR_METHODS]
     for seed in _CPU_SEEDS[ds]:
         out += [two_stage(seed), ("04_train_recommender", f"{ds}__ste__s{seed}", dict(t, seed=seed, method="ste"))]
         out += [diger(seed, decay) for decay in ("sdud", "frqud", "sdud+frqud")]
@@ -285,7 +287,7 @@ def _paper_cpu() -> list[Step]:
     main = "Beauty__diger_frqud__s2026"
     # paired bootstraps: every run against Two-Stage of its dataset and seed (the same test users)
     pairs = ",".join(f"{v}:{v.split('__')[0]}__two_stage__s{v.rsplit('__s', 1)[1]}" for s, v, _ in steps
-                     if s == "04_train_recommender" and "__two_stage__" not in v and "most_popular" not in v)
+                     if s == "04_train_recommender" and "__two_stage__" not in v and v.split("__")[1] not in FLOOR_METHODS)
     return steps + [("05_sid_dynamics_figures", "", dict(runs=f"Beauty__ste__s2026,Beauty__diger_none__s2026,"
                                                            f"Beauty__diger_sdud__s2026,{main}", main_diger=main)),
                     ("06_results_tables", "", dict(pairs=pairs, n_boot=2000))]

@@ -16,16 +16,18 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from .config import FLOOR_METHODS
 from .paper import paper_tables
 from .runs import Run
 
 METRICS = ("R@5", "R@10", "N@5", "N@10")
 _NAME = re.compile(r"^(?P<ds>[A-Za-z0-9]+)__(?P<key>.+?)(?:__s(?P<seed>\d+))?$")
 
-# Table 2 (all datasets): our key -> the paper's row. Most-popular and LETTER are our calibration rows: the
-# paper's Table 2 has neither (LETTER's R@10/N@10 come from its Table 3 row).
+# Table 2 (all datasets): our key -> the paper's row. Most-popular, Markov-1 and LETTER are our calibration rows: the
+# paper's Table 2 has none of them (LETTER's R@10/N@10 come from its Table 3 row).
+FLOOR_ROWS = {"most_popular": "Most popular (ours only)", "markov1": "Markov-1 (ours only)"}
 MAIN_DIGER = "diger_frqud"  # the DIGER row the paper's Tables 4-5 and Figures 2, 6, 7 use (FrqUD, section 5.2)
-TABLE2_ROWS = {"most_popular": None, "two_stage": "Two-Stage", "two_stage_letter": "LETTER", "ste": "STE",
+TABLE2_ROWS = {"most_popular": None, "markov1": None, "two_stage": "Two-Stage", "two_stage_letter": "LETTER", "ste": "STE",
                "diger_sdud": "DIGER (SDUD)", "diger_frqud": "DIGER (FrqUD)", "diger_sdud_frqud": "DIGER (SDUD+FrqUD)"}
 # Table 4 (Beauty): the ablations are taken from DIGER without uncertainty decay (the paper's "w/o UD" base).
 TABLE4_ROWS = {"two_stage": "Two-Stage", "ste": "Naive E2E (STE)", MAIN_DIGER: "DIGER-w/ UD",
@@ -74,7 +76,7 @@ def budget(run: Run) -> str:
     if not f.is_file():
         return ""
     c = json.loads(f.read_text())
-    if c.get("method") == "most_popular":
+    if c.get("method") in FLOOR_METHODS:
         return "no training"
     words = (f"T5 {c.get('n_encoder_layers')}+{c.get('n_decoder_layers')}, d_model {c.get('d_model')}, "
              f"{c.get('epochs')} x {c.get('samples_per_epoch')} samples, batch {c.get('batch_size')}")
@@ -130,7 +132,7 @@ def _row(dataset: str, row: str, key: str, paper: dict[str, float], cells: dict)
 
 
 def table2(cells: dict[tuple[str, str], Cell], datasets: Sequence[str] = ("Beauty", "Instruments", "Yelp")) -> pd.DataFrame:
-    rows = [_row(ds, label or "Most popular (ours only)", key, _paper_table2(ds, label), cells)
+    rows = [_row(ds, label or FLOOR_ROWS[key], key, _paper_table2(ds, label), cells)
             for ds in datasets for key, label in TABLE2_ROWS.items()]
     return pd.DataFrame(rows)
 
@@ -330,8 +332,8 @@ def scale_note(runs: Sequence[Run], configs: Sequence[dict[str, Any]]) -> str:
     """One line saying at which scale our numbers were made (stated at the top of every table)."""
     if not configs:
         return "no runs yet"
-    # the most-popular floor trains nothing: its config's epochs and samples (defaults, unused) say nothing of the scale
-    configs = [c for c in configs if c.get("method") != "most_popular"] or configs
+    # the floors train nothing: their configs' epochs and samples (defaults, unused) say nothing of the scale
+    configs = [c for c in configs if c.get("method") not in FLOOR_METHODS] or configs
 
     def vals(key):
         return sorted({str(c.get(key)) for c in configs if key in c})

@@ -10,6 +10,8 @@ from diger_lib.metrics import (
     agreement,
     code_usage,
     collision_rate,
+    last_items,
+    markov1_topk,
     most_popular_topk,
     ranking_metrics,
     sid_drift,
@@ -80,6 +82,35 @@ def test_most_popular_validation():
         most_popular_topk([[1, 5]], n_items=3, k=1)
     with pytest.raises(ValueError, match="k=4"):
         most_popular_topk([[1]], n_items=3, k=4)
+
+
+def test_markov1_successors_by_count_then_popularity_then_popular_fill():
+    # pairs: 0->1 (x2), 0->2, 2->0, 1->3; popularity: 0:3, 1:2, 2:2, 3:1, 4:0
+    seqs = [[0, 1, 3], [0, 2, 0], [0, 1]]
+    top = markov1_topk(seqs, [0, 2, 4, 3, 0], n_items=5, k=4)
+    assert top[0].tolist() == [1, 2, 0, 3]  # successors of 0: 1 (twice), 2 (once); then the popular 0 and 3
+    assert top[1].tolist() == [0, 1, 2, 3]  # 2 -> 0 once; then the popular ones not yet listed
+    assert top[2].tolist() == [0, 1, 2, 3]  # item 4 was never followed: popularity alone (the most-popular floor)
+    assert top[3].tolist() == [0, 1, 2, 3]  # 3 is always last in its sequence: no successor
+    assert (top[4] == top[0]).all()
+    # a successor tie goes to the more popular item, then to the lower id
+    tie = markov1_topk([[5, 4], [5, 3], [3, 0], [3, 1]], [5], n_items=6, k=3)
+    assert tie[0].tolist() == [3, 4, 5]  # 3 and 4 each follow 5 once, 3 is more popular (3 uses vs 1); then 5 (2 uses)
+    # pairs never cross sequences: [1] then [2] makes no 1 -> 2
+    assert markov1_topk([[1], [2], [2]], [1], n_items=3, k=2)[0].tolist() == [2, 1]
+
+
+def test_markov1_validation_and_last_items():
+    with pytest.raises(TypeError, match="values"):
+        markov1_topk({"0": [1, 2]}, [0], n_items=3, k=1)
+    with pytest.raises(ValueError, match="last item 7"):
+        markov1_topk([[1, 2]], [7], n_items=3, k=1)
+    with pytest.raises(ValueError, match="k=4"):
+        markov1_topk([[1]], [0], n_items=3, k=4)
+    hist = np.array([[4, 5, -1], [6, -1, -1], [1, 2, 3]])
+    assert last_items(hist, np.array([2, 1, 3])).tolist() == [5, 6, 3]
+    with pytest.raises(ValueError, match="every user needs a history"):
+        last_items(hist, np.array([2, 0, 3]))
 
 
 # ---------------------------------------------------------------------------------------------- code usage

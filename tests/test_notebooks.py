@@ -144,9 +144,12 @@ def test_smoke_profile_runs_every_notebook(tmp_path, monkeypatch):
         assert config.get("dataset", "MyTiny") == "MyTiny" and config["artifacts_dir"] == ""
     assert json.loads((runs / "01_prepare_data" / "metrics.json").read_text())["all_match_paper"] is None
     assert (tmp_path / "artifacts" / "byo_example" / "MyTiny" / "item_emb.npy").is_file()
-    for v in ("two_stage", "most_popular", "ste", "diger_sdud_frqud"):
+    for v in ("two_stage", "most_popular", "markov1", "ste", "diger_sdud_frqud"):
         m = json.loads((runs / f"04_train_recommender__{v}" / "metrics.json").read_text())
         assert all(0.0 <= m[k] <= 1.0 for k in ("R@5", "R@10", "N@5", "N@10")) and m["R@10"] >= m["R@5"]
+        ranks = records.read_ranks(runs / f"04_train_recommender__{v}" / "test_ranks.txt.gz")  # floors' too
+        assert len(ranks) == m["n_test_users"] and ((ranks >= 0) & (ranks < 5)).mean() == pytest.approx(m["R@5"])
+    assert json.loads((runs / "04_train_recommender__markov1" / "metrics.json").read_text())["label"] == "Markov-1"
     m = json.loads((runs / "04_train_recommender__two_stage" / "metrics.json").read_text())
     pop = json.loads((runs / "04_train_recommender__most_popular" / "metrics.json").read_text())
     assert m["R@10"] > pop["R@10"]  # Tiny users follow a theme: a trained model beats popularity

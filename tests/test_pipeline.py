@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from diger_lib import pipeline
-from diger_lib.config import ConfigError, IDSource, Method
+from diger_lib.config import FLOOR_METHODS, ConfigError, IDSource, Method
 from diger_lib.profiles import steps_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,8 +158,24 @@ def test_tokenizer_digest_names_the_ids_file(tmp_path):
     assert digest == hashlib.sha256((rq / "codes.npy").read_bytes()).hexdigest()
     np.save(rq / "codes.npy", np.arange(12).reshape(4, 3)[::-1].copy())  # other IDs, other digest
     assert pipeline.tokenizer_digest(spec, tmp_path) != digest
-    pop = pipeline.RunSpec.from_params(notebook_params(**TINY, method="most_popular"))
-    assert pipeline.tokenizer_digest(pop, tmp_path / "nowhere") == ""
+    for floor in FLOOR_METHODS:  # the floors read no IDs
+        spec = pipeline.RunSpec.from_params(notebook_params(**TINY, method=floor))
+        assert pipeline.tokenizer_digest(spec, tmp_path / "nowhere") == ""
+
+
+def test_floor_topk_gives_every_user_a_list():
+    """Most-popular: one list for all; Markov-1: the last history item's successors (pipeline.floor_topk)."""
+    from diger_lib import data as D, metrics as M
+
+    split = D.split_leave_one_out(D.load_interactions(TINY["data_root"], "Tiny"), 20)
+    pv, pt = pipeline.floor_topk(Method.MOST_POPULAR, split, 5)
+    assert pv.shape == (len(split.valid), 5) and pt.shape == (len(split.test), 5) and (pt == pt[0]).all()
+    mv, mt = pipeline.floor_topk(Method.MARKOV1, split, 5)
+    assert mt.shape == (len(split.test), 5) and len({tuple(r) for r in mt}) > 1
+    last = M.last_items(split.test.history, split.test.length)
+    assert (mt == M.markov1_topk(split.train_sequences, last, split.n_items, 5)).all()
+    with pytest.raises(ValueError, match="not a floor"):
+        pipeline.floor_topk(Method.TWO_STAGE, split, 5)
 
 
 def test_run_label():
@@ -190,7 +206,7 @@ def test_paper_cpu_trains_every_dataset_the_same_number_of_passes():
                for ds in ("Beauty", "Instruments", "Yelp")}
     seen = set()
     for stem, name, params in steps_for("paper_cpu"):
-        if stem == "04_train_recommender" and params.get("method") != "most_popular":
+        if stem == "04_train_recommender" and params.get("method") not in FLOOR_METHODS:
             t = pipeline.RunSpec.from_params(notebook_params(**params)).train
             passes = t.epochs * t.samples_per_epoch / n_train[params["dataset"]]
             assert abs(passes - _CPU_PASSES) < 0.02, (name, passes)

@@ -36,6 +36,7 @@ def test_table2_sets_paper_beside_ours_and_claims_follow_the_means():
     t2 = rep.table2.set_index("key")
     assert t2.loc["two_stage", "paper_R@10"] == 0.061 and t2.loc["two_stage", "R@10"] == pytest.approx(0.021)
     assert t2.loc["two_stage_letter", "paper_R@10"] == 0.0672  # LETTER: Table 3's row
+    assert t2.loc["markov1", "row"] == "Markov-1 (ours only)" and math.isnan(t2.loc["markov1", "paper_R@10"])
     assert math.isnan(t2.loc["diger_sdud_frqud", "R@10"]) and t2.loc["diger_sdud_frqud", "seeds"] == 0
     cl = rep.claims[(rep.claims["dataset"] == "Beauty") & (rep.claims["metric"] == "R@10")].set_index("claim")
     best = "DIGER (best UD variant: diger_sdud) > Two-Stage"
