@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from bench_common import ROOT, load_bench_data, rss_mb
 
-from diger_lib import baselines as B
+from diger_lib import baseline_scoring as B
 from diger_lib import data as D
 from diger_lib import peer_tiger as P
 from diger_lib.config import RecommenderConfig, TrainConfig

@@ -49,7 +49,7 @@ def evaluate(score_fn: ScoreFn, samples: Samples, topk: int = 10, batch_size: in
     return Evaluation(M.ranking_metrics(top, target), M.target_ranks(top, target), top)
 
 
-def _left_padded(history: np.ndarray, length: np.ndarray, width: int, pad: int) -> np.ndarray:
+def left_padded(history: np.ndarray, length: np.ndarray, width: int, pad: int) -> np.ndarray:
     """Our right-padded histories (-1) -> cornac's left-padded rows of ``width`` ids (``pad`` in the gaps)."""
     out = np.full((len(length), width), pad, dtype=np.int64)
     for r, (h, n) in enumerate(zip(history, length)):
@@ -88,7 +88,7 @@ def scorer(model: Any) -> ScoreFn:
         @torch.no_grad()
         def score(users, history, length):
             net.eval()
-            seqs = torch.from_numpy(_left_padded(history, length, model.max_len, model.pad_idx))
+            seqs = torch.from_numpy(left_padded(history, length, model.max_len, model.pad_idx))
             scores = net._encode(seqs) @ net.item_emb.weight[:model.total_items].T
             if hasattr(net, "item_biases"):
                 scores = scores + net.item_biases.weight[:model.total_items].T

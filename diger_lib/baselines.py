@@ -29,8 +29,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from .baseline_scoring import (Evaluation, ScoreFn, _left_padded, evaluate, reference_scorer,  # noqa: F401 (re-exported)
-                               scorer, topk_items)
+from .baseline_scoring import evaluate, scorer
 from .data import Split
 from .teachers import teacher_dir
 

@@ -14,7 +14,7 @@ the comparison exact and nothing else:
 - **Selection**: cornac's best-on-validation hook runs our metric (NDCG@10) on our first ``max_eval_users``
   validation users, every epoch, with cornac's own beam search; cornac restores the best epoch's weights.
 - **Test**: cornac's own per-user ``score`` (beam search, ``n_beams`` = 20; items off the beams get -1e10) over the
-  whole catalogue for every test user, then ``baselines.evaluate`` (top 10, ties to the lower id): the functions
+  whole catalogue for every test user, then ``baseline_scoring.evaluate`` (top 10, ties to the lower id): the functions
   every other row uses.
 
 Training and decoding wall times are recorded separately (tokenizer, training steps, validation, test decoding).
@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 from cornac.models.tiger import TIGER
 
-from . import baselines as B
+from . import baseline_scoring as S, baselines as B
 from .config import ConfigError
 from .data import Split
 from .training import epoch_seed, epoch_subset
@@ -106,7 +106,7 @@ class PeerRun(NamedTuple):
     history: list[dict[str, Any]]  # one row per validation check (notebook 04's columns)
     best_epoch: int
     timing: Timing
-    test: B.Evaluation | None  # None when not tested
+    test: S.Evaluation | None  # None when not tested
     test_seconds: float  # decoding the test users (cornac's per-user beam search)
 
 
@@ -162,7 +162,7 @@ class _Stream:
         t = time.perf_counter()  # from here to the epoch's end: cornac's training steps (and this batching)
         for b in range(0, len(idx), batch_size):
             rows = idx[b:b + batch_size]
-            hist = B._left_padded(s.history[rows], s.length[rows], max_len, pad_index)
+            hist = S.left_padded(s.history[rows], s.length[rows], max_len, pad_index)
             if self.record is not None:
                 self.record.append((rows, s.user[rows], hist, s.target[rows]))
             self.samples, self.steps = self.samples + len(rows), self.steps + 1
@@ -208,7 +208,7 @@ def fit(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), code
     holder: dict[str, Any] = {}
 
     def valid() -> dict[str, float]:
-        return B.evaluate(B.reference_scorer(holder["m"]), split.valid, cfg.topk, max_users=cfg.max_eval_users).metrics
+        return S.evaluate(S.reference_scorer(holder["m"]), split.valid, cfg.topk, max_users=cfg.max_eval_users).metrics
 
     sel = B.Selection(valid, patience=cfg.epochs + 1, snapshot=lambda: None)  # cornac keeps the best weights itself
 
@@ -242,7 +242,7 @@ def run(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), code
     """``fit``, then the test: every item scored for every test user (or the first ``max_test_users``), timed."""
     model, sel, timing = fit(split, item_emb, cfg, codes, log)
     t = time.perf_counter()
-    test = B.evaluate(B.reference_scorer(model), split.test, cfg.topk, max_users=max_test_users)
+    test = S.evaluate(S.reference_scorer(model), split.test, cfg.topk, max_users=max_test_users)
     return PeerRun(model, sel.history, sel.best_epoch, timing, test, time.perf_counter() - t)
 
 

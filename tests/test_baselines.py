@@ -9,7 +9,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from diger_lib import baselines as B
+from diger_lib import baseline_scoring as S, baselines as B
 from diger_lib import data as D
 from diger_lib import metrics as M
 from diger_lib import records, table3
@@ -63,7 +63,7 @@ def test_ranking_equals_a_hand_computed_one(tiny):
         centre = (7 * users) % n
         return -np.abs(np.arange(n)[None, :] - centre[:, None]).astype(float)
 
-    ev = B.evaluate(fake, split.test, topk=10, batch_size=7)
+    ev = S.evaluate(fake, split.test, topk=10, batch_size=7)
     for r in range(len(split.test)):
         c = (7 * int(split.test.user[r])) % n
         order = sorted(range(n), key=lambda i: (abs(i - c), i))[:10]
@@ -80,13 +80,13 @@ def test_seen_items_are_not_removed(tiny):
     """As in every other row, an item already in the history may be recommended (and hit)."""
     _, split = tiny
     first = split.test.history[:, 0]
-    ev = B.evaluate(lambda u, h, n: np.eye(split.n_items)[h[:, 0]], split.test, topk=10)
+    ev = S.evaluate(lambda u, h, n: np.eye(split.n_items)[h[:, 0]], split.test, topk=10)
     assert (ev.top[:, 0] == first).all()
 
 
 def test_left_padding_keeps_the_last_items():
     hist = np.array([[5, 6, 7, -1, -1], [1, 2, 3, 4, 5]])
-    out = B._left_padded(hist, np.array([3, 5]), 4, pad=99)
+    out = S.left_padded(hist, np.array([3, 5]), 4, pad=99)
     assert out.tolist() == [[99, 5, 6, 7], [2, 3, 4, 5]]
 
 
@@ -103,10 +103,10 @@ def test_mf_trains_end_to_end_and_writes_notebook04s_keys(tiny, tmp_path):
     range, and the record notebook 03b writes (its metrics cell) has every key notebook 04's has."""
     _, split = tiny
     trained = B.train_grid("mf", split, QUICK, first_only=True, log=lambda s: None)
-    fast, ref = B.scorer(trained.model), B.reference_scorer(trained.model)
+    fast, ref = S.scorer(trained.model), S.reference_scorer(trained.model)
     s = split.test
     assert np.allclose(fast(s.user, s.history, s.length), ref(s.user, s.history, s.length), atol=1e-5)
-    test = B.evaluate(fast, s)
+    test = S.evaluate(fast, s)
     assert all(0 <= v <= 1 for v in test.metrics.values()) and len(trained.history) == 2
     book = nbformat.read(ROOT / "notebooks" / "03b_conventional_baselines.ipynb", as_version=4)
     cell = next(c.source for c in book.cells if "records.write_metrics(OUT, metrics)" in c.source)
@@ -128,8 +128,8 @@ def test_sasrec_scorer_equals_cornac_and_exports_the_teacher(tiny, tmp_path):
     cfg = QUICK._replace(max_epochs=1)
     net, sel = B.fit("sasrec", params, split, cfg, log=lambda s: None)
     s = split.test
-    fast = B.scorer(net)(s.user[:20], s.history[:20], s.length[:20])
-    ref = B.reference_scorer(net)(s.user[:20], s.history[:20], s.length[:20])
+    fast = S.scorer(net)(s.user[:20], s.history[:20], s.length[:20])
+    ref = S.reference_scorer(net)(s.user[:20], s.history[:20], s.length[:20])
     assert np.allclose(fast, ref, atol=1e-5)
     trained = B.Trained(net, params, sel.best_epoch, {"N@10": sel.best}, sel.history, [])
     B.export_teacher(trained, "Tiny", "sasrec", root=tmp_path)
@@ -162,9 +162,9 @@ def test_topk_equals_a_stable_full_sort():
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 5, size=(50, 40)).astype(np.float32)  # many ties
     full = np.argsort(-scores, axis=1, kind="stable")[:, :10]
-    assert (B.topk_items(scores, 10) == full).all()
+    assert (S.topk_items(scores, 10) == full).all()
     scores = rng.normal(size=(20, 300))
-    assert (B.topk_items(scores, 10) == np.argsort(-scores, axis=1, kind="stable")[:, :10]).all()
+    assert (S.topk_items(scores, 10) == np.argsort(-scores, axis=1, kind="stable")[:, :10]).all()
 
 
 def test_a_rerun_skips_finished_grid_points(tiny, tmp_path):
@@ -253,8 +253,8 @@ def test_bert4rec_batched_scorer_equals_cornac(tiny):
                    log=lambda s: None)
     assert net.max_len == 21
     s = split.test
-    fast = B.scorer(net)(s.user[:20], s.history[:20], s.length[:20])
-    ref = B.reference_scorer(net)(s.user[:20], s.history[:20], s.length[:20])
+    fast = S.scorer(net)(s.user[:20], s.history[:20], s.length[:20])
+    ref = S.reference_scorer(net)(s.user[:20], s.history[:20], s.length[:20])
     assert fast.shape == (20, split.n_items) and np.allclose(fast, ref, atol=1e-5)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from diger_lib import baselines as B
+from diger_lib import baseline_scoring as S, baselines as B
 from diger_lib import data as D
 from diger_lib import metrics as M
 from diger_lib import peer_tiger as P
@@ -95,14 +95,14 @@ def test_full_ranking_on_the_held_out_test_item(tiny, trained):
     seqs, split, _, _ = tiny
     _, model, _, _, _ = trained
     s = split.test
-    scores = B.reference_scorer(model)(s.user, s.history, s.length)
+    scores = S.reference_scorer(model)(s.user, s.history, s.length)
     assert scores.shape == (len(s), split.n_items) and len(model.sid_to_item) == split.n_items
     trained_items = {i for seq in split.train_sequences for i in seq}
     unseen = sorted(set(range(split.n_items)) - trained_items)
     assert all(tuple(model.sid_table[i]) in model.sid_to_item for i in unseen)
     assert [int(t) for t in s.target] == [seqs[int(u)][-1] for u in s.user]
     assert all((row > -1e9).sum() >= 10 for row in scores)  # at least top-k items come off the beams
-    ev = B.evaluate(B.reference_scorer(model), s, topk=10)
+    ev = S.evaluate(S.reference_scorer(model), s, topk=10)
     for r in range(len(s)):
         order = sorted(range(split.n_items), key=lambda i: (-scores[r, i], i))[:10]
         assert ev.top[r].tolist() == order
