@@ -264,28 +264,49 @@ def rqvae_training_curves(records: Sequence[Mapping[str, Any]] | pd.DataFrame) -
 # Tables 2, 4, 5 and Figure 5 beside the paper (diger_lib.reproduce builds the DataFrames)
 # ----------------------------------------------------------------------------------------------
 def paper_vs_ours_bars(df: pd.DataFrame, reference_key: str = "two_stage", metrics: Sequence[str] = ("R@10", "N@10"),
-                       title: str = "") -> Figure:
+                       title: str = "", floors: Sequence[str] = ()) -> Figure:
     """Grouped bars, one group per row of a table, paper beside ours, each divided by its own ``reference_key``
     row of the same dataset (Two-Stage = 1): our CPU-scale numbers sit far below the paper's, so ratios are what
-    compare. Error bars: our seed standard deviation over the same reference. One panel per (dataset, metric)."""
+    compare. Error bars: our seed standard deviation over the same reference. One panel per (dataset, metric).
+    The rows whose key is in ``floors`` (ours only: the most-popular and Markov-1 floors) are not bars: each panel's
+    title gives their ratios, and a red line marks those within the bars' scale (one far above would squash them)."""
     _require(df, ["dataset", "row", "key", *metrics, *(f"paper_{m}" for m in metrics)], "paper_vs_ours_bars")
     datasets = list(dict.fromkeys(df["dataset"]))
-    fig = Figure(figsize=(4.2 * len(metrics), 2.9 * len(datasets)), layout="constrained")
+    fig = Figure(figsize=(4.2 * len(metrics), 3.0 * len(datasets) + 0.4), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(datasets), len(metrics), squeeze=False))
+    styles = dict(zip(floors, ("--", "-.", ":")))
+    handles: dict[str, Any] = {}
     for i, ds in enumerate(datasets):
-        sub = df[df["dataset"] == ds].reset_index(drop=True)
+        every = df[df["dataset"] == ds]
+        sub = every[~every["key"].isin(floors)].reset_index(drop=True)
+        lines = every[every["key"].isin(floors)]
         ref = sub[sub["key"] == reference_key]
         for j, mt in enumerate(metrics):
             ax, x = axes[i, j], np.arange(len(sub))
             ours_ref = float(ref[mt].iloc[0]) if len(ref) else np.nan
             paper_ref = float(ref[f"paper_{mt}"].iloc[0]) if len(ref) else np.nan
             sd = sub[f"{mt}_sd"] / ours_ref if f"{mt}_sd" in sub else None
-            ax.bar(x - 0.2, sub[f"paper_{mt}"] / paper_ref, 0.4, label="paper", color="0.65")
-            ax.bar(x + 0.2, sub[mt] / ours_ref, 0.4, yerr=sd, label="ours", color="tab:blue", capsize=2)
+            paper, ours = sub[f"paper_{mt}"] / paper_ref, sub[mt] / ours_ref
+            handles["paper"] = ax.bar(x - 0.2, paper, 0.4, color="0.65")
+            handles["ours"] = ax.bar(x + 0.2, ours, 0.4, yerr=sd, color="tab:blue", capsize=2)
             ax.axhline(1.0, color="k", lw=0.6, ls=":")
+            err = sd.fillna(0).to_numpy(float) if sd is not None else 0.0
+            tops = np.concatenate([paper.to_numpy(float), ours.to_numpy(float) + err])
+            top = 1.15 * max(float(np.nanmax(tops)) if np.isfinite(tops).any() else 1.0, 1.0)
+            said = []
+            for _, fl in lines.iterrows():
+                r = float(fl[mt]) / ours_ref
+                if not np.isfinite(r):
+                    continue
+                name = str(fl["row"]).replace(" (ours only)", "")
+                said.append(f"{name} {r:.2f}" + ("" if r <= top else " (off scale)"))
+                if r <= top:
+                    handles[fl["row"]] = ax.axhline(r, color="tab:red", lw=1.0, ls=styles[fl["key"]])
+            ax.set_ylim(0, top)
             ax.set_xticks(x, sub["row"], rotation=35, ha="right", fontsize=7)
-            ax.set(ylabel=f"{mt} / {reference_key}", title=f"{ds} {mt}")
-            ax.legend(fontsize=7)
+            ax.set_ylabel(f"{mt} / {reference_key}")
+            ax.set_title(f"{ds} {mt}" + (f"\nfloors: {', '.join(said)}" if said else ""), fontsize=9)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=len(handles), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig

@@ -416,7 +416,8 @@ def write_reproduction(rep: Reproduction, fig_dir) -> list:
         if df[["R@10"]].notna().any().any():
             ref = MAIN_DIGER if name == "table5" else "two_stage"
             fig = (plots.fig5_sensitivity(df) if name == "fig5"
-                   else plots.paper_vs_ours_bars(df, reference_key=ref, title=f"{title}, each relative to {ref}"))
+                   else plots.paper_vs_ours_bars(df, reference_key=ref, title=f"{title}, each relative to {ref}",
+                                                 floors=tuple(FLOOR_ROWS)))
             written += plots.save_figure(fig, fig_dir / name)
     with atomic_open(fig_dir / "claims.csv", "w") as fh:
         rep.claims.to_csv(fh, index=False)

@@ -112,3 +112,24 @@ def test_save_figure_png_pdf(tmp_path):
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in paths)  # no temp left
     with pytest.raises(ValueError, match="without extension"):
         save_figure(fig, tmp_path / "x.png")
+
+
+def test_paper_vs_ours_bars_draws_floors_as_lines_and_names_them():
+    """Bars are paper and ours over Two-Stage; a floor is a red line within the bars' scale, and written in the title
+    (off scale when far above the bars)."""
+    from diger_lib.plots import paper_vs_ours_bars
+
+    rows = [("most_popular", "Most popular (ours only)", np.nan, 0.01), ("markov1", "Markov-1 (ours only)", np.nan, 0.08),
+            ("two_stage", "Two-Stage", 0.06, 0.02), ("ste", "STE", 0.01, 0.005)]
+    df = pd.DataFrame([{"dataset": "Beauty", "key": k, "row": r, "paper_R@10": p, "R@10": o, "R@10_sd": np.nan}
+                       for k, r, p, o in rows])
+    fig = paper_vs_ours_bars(df, metrics=("R@10",), floors=("most_popular", "markov1"))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Two-Stage", "STE"]  # no bar for a floor
+    assert len(ax.patches) == 4  # 2 rows x (paper, ours)
+    assert ax.get_title() == "Beauty R@10\nfloors: Most popular 0.50, Markov-1 4.00 (off scale)"
+    red = [ln for ln in ax.get_lines() if ln.get_color() == "tab:red"]
+    assert len(red) == 1 and red[0].get_ydata()[0] == pytest.approx(0.5)  # Markov-1 is above the axis: no line
+    assert ax.get_ylim()[1] == pytest.approx(1.15)
+    # without floors every row is a bar, as before
+    assert len(paper_vs_ours_bars(df, metrics=("R@10",)).axes[0].patches) == 8
