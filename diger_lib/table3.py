@@ -2,7 +2,8 @@
 
 Our conventional rows are the runs of notebook 03b (cornac, ``baselines.py``), named ``<Dataset>__<model>__s<seed>``;
 the generative rows TIGER, LETTER and DIGER are notebook-04 runs of another profile (``reproduce.py``'s keys
-``two_stage``, ``two_stage_letter``, ``diger_frqud``). A row nobody trains says why (``baselines.ABSENT``).
+``two_stage``, ``two_stage_letter``, ``diger_frqud``), and so are our two floors on top of each dataset (most popular,
+Markov-1; not in the paper). A row nobody trains says why (``baselines.ABSENT``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pandas as pd
 from .atomic import atomic_open
 from .baselines import ABSENT, GENERATIVE_ROWS, TABLE3_ROW
 from .paper import paper_tables
-from .reproduce import Cell, collect
+from .reproduce import FLOOR_ROWS, Cell, collect
 from .runs import Run, read_run
 from .tables import markdown_table
 
@@ -49,9 +50,9 @@ def table3(baseline_runs: Sequence[Run], generative_runs: Sequence[Run] = (),
         datasets = list(DATASETS) + sorted({ds for ds, _ in ours} - set(DATASETS))
     paper = paper_tables()["diger"]["table3_baselines_R10_N10"]
     rows = []
+    floors = [(label, "ours (notebook 04): a floor, not in the paper", key, {}) for key, label in FLOOR_ROWS.items()]
     for ds in datasets:
-        for row, per_ds in paper.items():
-            source, key = _source(row)
+        for row, source, key, per_ds in floors + [(row, *_source(row), per_ds) for row, per_ds in paper.items()]:
             c = ours.get((ds, key)) if key else None
             r10, n10 = per_ds.get(ds, (math.nan, math.nan))
             out = {"dataset": ds, "row": row, "source": source, "paper_R@10": r10, "paper_N@10": n10}

@@ -148,7 +148,17 @@ def test_table3_sets_ours_beside_the_paper(tmp_path):
     caser = df[(df["dataset"] == "Beauty") & (df["row"] == "Caser")].iloc[0]
     assert caser["source"].startswith("absent") and math.isnan(caser["R@10"])
     paths = table3.write_table3(df, tmp_path / "fig")
-    assert "0.0588" in paths[1].read_text() and len(df) == 3 * 13
+    assert "0.0588" in paths[1].read_text() and len(df) == 3 * (13 + 2)
+    # the floors head each dataset, from the generative profile's runs
+    gen = tmp_path / "gen" / "04_train_recommender__Beauty__markov1__s2026"
+    gen.mkdir(parents=True)
+    records.write_metrics(gen, {"dataset": "Beauty", "R@5": 0.05, "R@10": 0.066, "N@5": 0.038, "N@10": 0.043})
+    from diger_lib import runs as R
+
+    df = table3.table3(table3.read_baseline_runs(tmp_path), R.read_runs(tmp_path / "gen"))
+    beauty = df[df["dataset"] == "Beauty"].reset_index(drop=True)
+    assert list(beauty["row"][:2]) == ["Most popular (ours only)", "Markov-1 (ours only)"]
+    assert beauty.loc[1, "R@10"] == 0.066 and math.isnan(beauty.loc[1, "paper_R@10"]) and "floor" in beauty.loc[1, "source"]
 
 
 def test_every_table3_row_is_trained_or_explained():
