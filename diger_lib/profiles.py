@@ -345,7 +345,10 @@ def _yelp_cf() -> list[Step]:
     train = dict(_cpu_train("Yelp"), seed=2026, method="two_stage")
     return [("02_encode_item_text", "Yelp", dict(d, embedding_file="data/Yelp/Yelp.emb-sasrec32.npy")),
             ("03_pretrain_rqvae", "Yelp", dict(d, **_QUICK_RQ)),
-            ("04_train_recommender", "Yelp__two_stage_cf__s2026", train)]
+            ("04_train_recommender", "Yelp__two_stage_cf__s2026", train),
+            # does DIGER separate from Two-Stage once the IDs carry Yelp's sequential signal? (FrqUD: Table 4's DIGER)
+            ("04_train_recommender", "Yelp__diger_frqud_cf__s2026", dict(train, method="diger", decay="frqud",
+                                                                          **_CPU_DIGER))]
 
 
 # Issue 10, part 2: a peer's TIGER (cornac, notebook 04b) beside our Two-Stage on Beauty at the diagnosis budget (4 x
