@@ -61,7 +61,7 @@ def relativize_runs(prefix: str, folders: tuple[str, ...] = ("papermill_runs", "
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .metrics import paired_bootstrap_seeds
+    from .metrics import hit_overlap, paired_bootstrap_seeds
     from .runs import read_runs, shared_ids
 
     try:
@@ -76,6 +76,12 @@ def _compare(args: argparse.Namespace) -> int:
             seeds = lambda xs: " ".join(f"{x:.4f}" for x in xs)  # noqa: E731
             print(f"{metric}: A {r['a']:.4f} ({seeds(r['a_seeds'])})  B {r['b']:.4f} ({seeds(r['b_seeds'])})  "
                   f"A-B {r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]  P(A-B<=0) {r['p_le_0']:.3f}")
+        if args.overlap:
+            if len(ra) != 1 or len(rb) != 1:
+                raise ValueError("--overlap compares one run with one run (give a single name on each side)")
+            o = hit_overlap(ra[0], rb[0], args.overlap)
+            print(f"hits at {args.overlap}: A {o.a:.4f}, B {o.b:.4f}, both {o.both:.4f}, either {o.union:.4f}; A's "
+                  f"R@{args.overlap} on the users B hits {o.a_on_b_hits:.4f}, on the users B misses {o.a_on_b_misses:.4f}")
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -151,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("b", help="comma-separated run names of side B")
     cp.add_argument("--metrics", default="R@10,N@10")
     cp.add_argument("--n-boot", type=int, default=5000)
+    cp.add_argument("--overlap", type=int, default=0, metavar="K", help="also print which test users each run hits "
+                    "at K, e.g. a recommender against the Markov-1 floor (one run per side)")
     st = sub.add_parser("study", help="every comparison of the diagnosis study (diger_lib/study.py) as one table: "
                         "<out>.csv and <out>.md")
     st.add_argument("--runs", default="papermill_runs", help="the folder holding diagnosis_tokA/, diagnosis_tokB/, "

@@ -13,6 +13,7 @@ Every function accepts numpy arrays or torch tensors (any device) and returns nu
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Sequence
 
@@ -245,6 +246,30 @@ def per_user_metric(ranks: Any, metric: str) -> np.ndarray:
     if metric[0] == "R":
         return hit.astype(np.float64)
     return np.where(hit, 1.0 / np.log2(np.maximum(r, 0) + 2.0), 0.0)
+
+
+class HitOverlap(NamedTuple):
+    """Which test users two runs hit at k (shares of all users), and A's hit rate on the users B hits and on the rest."""
+    a: float
+    b: float
+    both: float
+    union: float
+    a_on_b_hits: float  # A's Recall@k among the users B hits (nan if B hits nobody)
+    a_on_b_misses: float  # ... among the users B misses
+
+
+def hit_overlap(ranks_a: Any, ranks_b: Any, k: int = 10) -> HitOverlap:
+    """How two runs' hits at k overlap over the same test users (e.g. a recommender against the Markov-1 floor: does
+    it get right the users a transition count gets right?). Ranks as ``target_ranks`` gives them (-1 = missed)."""
+    ra, rb = np.asarray(ranks_a, dtype=np.int64), np.asarray(ranks_b, dtype=np.int64)
+    if ra.shape != rb.shape or ra.ndim != 1:
+        raise ValueError(f"ranks of shapes {ra.shape} and {rb.shape}: the runs must rank the same test users")
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+    ha, hb = (ra >= 0) & (ra < k), (rb >= 0) & (rb < k)
+    on = float(ha[hb].mean()) if hb.any() else math.nan
+    off = float(ha[~hb].mean()) if (~hb).any() else math.nan
+    return HitOverlap(float(ha.mean()), float(hb.mean()), float((ha & hb).mean()), float((ha | hb).mean()), on, off)
 
 
 def paired_bootstrap(ranks_a: Any, ranks_b: Any, metric: str = "N@10", n_boot: int = 10000,

@@ -84,8 +84,11 @@ DIGEST = "tokenizer_codes_sha256"  # notebook 04 records the SHA-256 of the code
 
 def shared_ids(runs: Sequence[Run], allow_unrecorded: bool = True) -> str | None:
     """The semantic IDs' digest every run recorded (None: none recorded, accepted only with ``allow_unrecorded``):
-    runs pair only on the same IDs. A ValueError names each run with its digest otherwise."""
-    digests = {r.name: r.metrics.get(DIGEST) for r in runs}
+    runs pair only on the same IDs. A ValueError names each run with its digest otherwise. The floors (most popular,
+    Markov-1) read no IDs and record ""; they pair with any run of their dataset and are left out here."""
+    digests = {r.name: r.metrics.get(DIGEST) for r in runs if r.metrics.get(DIGEST) != ""}
+    if not digests and runs:
+        return ""
     found = set(digests.values())
     if len(found) == 1 and (None not in found or allow_unrecorded):
         return next(iter(found))

@@ -251,10 +251,10 @@ def test_cli_compare_pairs_runs_over_seeds_and_refuses_other_ids(tmp_path, capsy
     from diger_lib.records import write_json, write_ranks
 
     rng = np.random.default_rng(2)
-    for name, digest in (("a1", "x"), ("a2", "x"), ("b1", "x"), ("c1", "y"), ("d1", None)):
+    for name, digest in (("a1", "x"), ("a2", "x"), ("b1", "x"), ("c1", "y"), ("d1", None), ("floor", "")):
         d = tmp_path / f"04_train_recommender__{name}"
         d.mkdir()
-        write_json(d / "metrics.json", {"tokenizer_codes_sha256": digest} if digest else {})
+        write_json(d / "metrics.json", {"tokenizer_codes_sha256": digest} if digest is not None else {})
         write_ranks(d / "test_ranks.txt.gz", rng.integers(-1, 10, size=200))
     assert cli.main(["compare", str(tmp_path), "a1,a2", "b1", "--n-boot", "200"]) == 0
     out = capsys.readouterr().out
@@ -263,6 +263,24 @@ def test_cli_compare_pairs_runs_over_seeds_and_refuses_other_ids(tmp_path, capsy
     assert "different or unrecorded semantic IDs" in capsys.readouterr().err
     assert cli.main(["compare", str(tmp_path), "a1", "d1"]) == 1  # d1 recorded no IDs: not shown to be paired
     assert cli.main(["compare", str(tmp_path), "a1", "missing"]) == 1
+    # a floor reads no IDs (it records ""): it pairs with any run; --overlap says which users each side hits
+    assert cli.main(["compare", str(tmp_path), "a1", "floor", "--n-boot", "200", "--overlap", "10"]) == 0
+    assert "hits at 10: A " in capsys.readouterr().out
+    assert cli.main(["compare", str(tmp_path), "a1,a2", "floor", "--overlap", "10"]) == 1
+    assert "one run with one run" in capsys.readouterr().err
+
+
+def test_hit_overlap_hand_computed():
+    from diger_lib.metrics import hit_overlap
+
+    a = np.array([0, 3, -1, 12, 9, -1])  # hits at 10: users 0, 1, 4
+    b = np.array([5, -1, 2, 1, -1, -1])  # hits at 10: users 0, 2, 3
+    o = hit_overlap(a, b, 10)
+    assert (o.a, o.b, o.both, o.union) == pytest.approx((3 / 6, 3 / 6, 1 / 6, 5 / 6))
+    assert o.a_on_b_hits == pytest.approx(1 / 3) and o.a_on_b_misses == pytest.approx(2 / 3)
+    assert hit_overlap(a, b, 1).a == pytest.approx(1 / 6)  # only rank 0
+    with pytest.raises(ValueError, match="same test users"):
+        hit_overlap(a, b[:5])
 
 
 @pytest.mark.parametrize("eval_ids", ["trained", "refreshed"])
