@@ -293,8 +293,10 @@ def _paper_cpu() -> list[Step]:
                     ("06_results_tables", "", dict(pairs=pairs, n_boot=2000))]
 
 
-# UniGRec (issue 10, part 3) on Beauty at the diagnosis budget and on the diagnosis tokenizer, so its rows compare with
-# the diagnosis profile's Two-Stage runs (notebook 06, baseline "diagnosis/ts_s2026"). M4-M6 read the SASRec teacher
+# UniGRec (issue 10, part 3) on Beauty at the diagnosis budget and recipe (500 warm-up steps + cosine, the study's best,
+# which every paper_cpu row uses) and on the diagnosis tokenizer, so its rows compare with the diagnosis profile's
+# Two-Stage and DIGER on that recipe, ts_cosine and dg_cosine (3 seeds each; notebook 06, baseline
+# "diagnosis/ts_cosine"). M4-M6 read the SASRec teacher
 # that the `baselines` profile (notebook 03b) exports. UniGRec's section 4.1: tokenizer lr from its grid {2e-7, 2e-8};
 # recommender lr 2e-3 is in its grid {2e-3, 5e-3, 8e-3} and is the study's. Stage 1 starts
 # from the notebook-03 tokenizer; M1-M2 share one stage 1 and M3-M6 another (cached beside the tokenizer).
@@ -303,12 +305,13 @@ _UNIGREC = dict(method="unigrec", tokenizer_lr=2e-7)
 
 def _unigrec() -> list[Step]:
     """UniGRec full (M6), then the rest of its Table 3. M0 (TIGER) is Two-Stage: with seed 2026 it should repeat the
-    diagnosis row ts_s2026 exactly (a check). M4-M6 need the SASRec teacher in $DIGER_ARTIFACTS/Beauty/teachers/sasrec/."""
+    diagnosis row ts_cosine exactly (a check). M4-M6 need the SASRec teacher in $DIGER_ARTIFACTS/Beauty/teachers/sasrec/."""
     d = dict(dataset="Beauty", artifacts_dir="diagnosis")  # $DIGER_ARTIFACTS/diagnosis: its tokenizer
-    steps = [("04_train_recommender", f"ug_{v.lower()}", dict(d, **_DIAG_TRAIN, **_UNIGREC, unigrec_variant=v))
+    steps = [("04_train_recommender", f"ug_{v.lower()}", dict(d, **_DIAG_TRAIN, **_COSINE, **_UNIGREC, unigrec_variant=v))
              for v in ("M6", "M1", "M2", "M3", "M4", "M5", "M0")]
     return steps + [("05_sid_dynamics_figures", "", dict(runs="ug_m2,ug_m3,ug_m6", main_diger="ug_m6")),
-                    ("06_results_tables", "", dict(baseline="diagnosis/ts_s2026"))]
+                    ("06_results_tables", "", dict(baseline="diagnosis/ts_cosine",
+                                                   pairs="ug_m6:diagnosis/dg_cosine"))]
 
 
 # Issue 10, parts 1 and 4: Table 3's conventional rows that cornac has, on our split and metrics (notebook 03b). SASRec

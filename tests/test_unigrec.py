@@ -400,8 +400,12 @@ def test_unigrec_profile_and_cross_profile_baseline():
     for p in rows.values():
         assert p["artifacts_dir"] == "diagnosis" and p["tokenizer_lr"] in (2e-7, 2e-8)
         assert all(p[k] == v for k, v in _DIAG_TRAIN.items())  # the diagnosis budget
-    baseline = dict(steps[-1][2])["baseline"]
-    assert R.other_profile_refs(baseline, "a:b,c:quick/x") == ["diagnosis/ts_s2026", "quick/x"]
+    # M0 (TIGER) trains as the diagnosis Two-Stage it is compared with: the same budget and recipe (warm-up + cosine)
+    ts = next(p for s, v, p in steps_for("diagnosis") if v == "ts_cosine")
+    assert {k: v for k, v in ts.items() if k != "method"} == {k: rows["ug_m0"][k] for k in ts if k != "method"}
+    baseline, pairs = dict(steps[-1][2])["baseline"], dict(steps[-1][2])["pairs"]
+    assert baseline == "diagnosis/ts_cosine" and pairs == "ug_m6:diagnosis/dg_cosine"
+    assert R.other_profile_refs(baseline, "a:b,c:quick/x") == ["diagnosis/ts_cosine", "quick/x"]
     runs_dir = ROOT / "papermill_runs" / "unigrec"
     assert R.resolve_run(runs_dir, "ts") == runs_dir / "04_train_recommender__ts"
     ref, = R.read_refs(runs_dir, [baseline])
