@@ -58,6 +58,7 @@ def _quick() -> list[Step]:
         ("02_encode_item_text", "", dict(d)),
         ("03_pretrain_rqvae", "", dict(d, **_QUICK_RQ)),
         ("04_train_recommender", "most_popular", dict(d, method="most_popular")),
+        ("04_train_recommender", "markov1", dict(d, method="markov1")),
         ("04_train_recommender", "two_stage", dict(d, **_QUICK_TRAIN, method="two_stage")),
         ("04_train_recommender", "two_stage_letter", dict(d, **_QUICK_TRAIN, method="two_stage", ids="letter")),
         ("06_results_tables", "", dict()),
