@@ -383,11 +383,15 @@ PAPER_COSINE = dict(lr_schedule="warmup_cosine", warmup_steps=500, epochs=20, pa
 
 
 def _paper_two_stage_cosine() -> list[Step]:
+    """Issue 12: the full-size Two-Stage continued with the study's recipe to early stopping, then one full-size DIGER
+    (FrqUD, the study's choice) beside it on the same IDs, recipe and budget. Each call trains each run for at most
+    115 minutes; calling again resumes them."""
     d = dict(dataset="Beauty", artifacts_dir="paper_two_stage")
+    run = dict(d, time_budget_minutes=115.0, **PAPER_COSINE)
     return [("02_encode_item_text", "", dict(d)), ("03_pretrain_rqvae", "", dict(d)),
-            ("04_train_recommender", "two_stage_cosine", dict(d, method="two_stage", time_budget_minutes=115.0,
-                                                              **PAPER_COSINE)),
-            ("06_results_tables", "", dict())]
+            ("04_train_recommender", "two_stage_cosine", dict(run, method="two_stage")),
+            ("04_train_recommender", "diger_frqud_cosine", dict(run, method="diger", decay="frqud", **DIGER_CHOICE)),
+            ("06_results_tables", "", dict(baseline="two_stage_cosine"))]
 
 
 def _paper() -> list[Step]:

@@ -194,6 +194,12 @@ def test_full_size_cosine_two_stage_differs_from_the_old_run_only_in_its_schedul
     assert new.fingerprint() != old.fingerprint()
     art = {p["artifacts_dir"] for s, v, p in steps_for("paper_two_stage_cosine") if not s.startswith("06")}
     assert art == {"paper_two_stage"}
+    # the full-size DIGER beside it: the same model, data, IDs, budget and recipe; only the method differs (and the
+    # tokenizer's rate, which Two-Stage does not use)
+    dg = _spec("paper_two_stage_cosine", "diger_frqud_cosine")
+    assert dg.model == new.model and dg.data == new.data and dg.train.method is Method.DIGER
+    same = lambda t: {k: v for k, v in vars(t).items() if k not in ("method", "tokenizer_lr")}  # noqa: E731 (joint only)
+    assert same(dg.train) == same(new.train)
 
 
 def test_paper_cpu_trains_every_dataset_the_same_number_of_passes():
