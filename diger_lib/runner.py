@@ -31,7 +31,8 @@ from .lock import LockHeld, profile_lock
 from .outputs import stale_reason
 from .provenance import git_commit, hardware, versions
 from .paths import ROOT, artifacts_dir, relative, relative_text
-from .profiles import PROFILES, ProfileFileError, Step, load_profile_file, steps_for
+from .profile_files import ProfileFileError, load_profile_file
+from .profiles import PROFILES, Step, steps_for
 from .schedule import PARALLEL_STEMS, SchedulingError, dependencies, label_of, run_parallel  # noqa: F401 (re-exported)
 
 NOTEBOOKS = ROOT / "notebooks"

@@ -13,7 +13,8 @@ import papermill as pm
 import pytest
 
 from diger_lib import records, runner
-from diger_lib.profiles import PROFILES, load_profile_file, steps_for
+from diger_lib.profile_files import load_profile_file
+from diger_lib.profiles import PROFILES, steps_for
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diger_lib import batch_timing as BT
 from diger_lib import reproduce as RP
 from diger_lib.runs import Run
 
@@ -160,13 +161,13 @@ def test_timing_sums_each_part_of_the_batch(tmp_path):
     folder("04_train_recommender__Beauty__abl_gaussian__s2026", wall_seconds=300)
     folder("04_train_recommender__Yelp__sdud_lambda2__s2026", wall_seconds=60)
     (tmp_path / ".04_train_recommender__Yelp__ste__s2026.FAILED").mkdir()  # no timing.json: not counted
-    df = RP.timing(tmp_path).set_index("part")
+    df = BT.timing(tmp_path).set_index("part")
     assert df.loc["Table 2, Beauty", "runs"] == 2 and df.loc["Table 2, Beauty", "minutes"] == 50.0
     assert df.loc["Table 5 (Beauty, tokenizers included)", "minutes"] == 17.0
     assert df.loc["Table 4 (Beauty)", "minutes"] == 5.0 and df.loc["Figure 5", "runs"] == 1
     assert df.loc["all", "runs"] == 8 and df.loc["all", "minutes"] == 1 + 10 + 50 + 17 + 5 + 1
     assert list(df.index[:2]) == ["data (01)", "item text and tokenizers (02, 03)"]  # the batch's order
-    f = RP.write_timing(tmp_path, tmp_path / "fig")
+    f = BT.write_timing(tmp_path, tmp_path / "fig")
     assert "| Table 2, Beauty | 2 | 50" in f.read_text() and f.with_suffix(".csv").is_file()
 
 
