@@ -175,7 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     ig.add_argument("--split", choices=("train", "valid", "test"), default="test")
     ig.add_argument("--max-history", type=int, default=20)
     ig.add_argument("--seed", type=int, default=0, help="seed of the item permutation (the control)")
+    t3 = sub.add_parser("table3", help="rebuild figures/table3 (paper vs ours) from the committed baseline runs and a "
+                        "generative profile's runs (notebook 03b does it after each baseline run)")
+    t3.add_argument("--baselines", default="papermill_runs/baselines", help="the folder of notebook-03b runs")
+    t3.add_argument("--generative", default="paper_cpu", help="the profile whose notebook-04 runs fill TIGER, LETTER, "
+                    "DIGER and the floors ('' for none)")
+    t3.add_argument("--figures", default="figures")
     args = ap.parse_args(argv)
+    if args.cmd == "table3":
+        from .table3 import refresh
+
+        if not Path(args.baselines).is_dir():
+            print(f"error: {args.baselines} is not a folder of notebook-03b runs", file=sys.stderr)
+            return 1
+        _, written = refresh(args.baselines, args.generative, args.figures)
+        print("written:", *written)
+        return 0
     if args.cmd == "id-signal":
         return _id_signal(args)
     if args.cmd == "compare":

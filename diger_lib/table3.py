@@ -89,3 +89,24 @@ def write_table3(df: pd.DataFrame, fig_dir: Path | str, note: str = "") -> list[
                  f"{markdown_table(display_table(df))}")
     return [fig_dir / "table3.csv", fig_dir / "table3.md"]
 
+
+
+def refresh(baseline_dir: Path | str, generative: str, fig_dir: Path | str,
+            extra: Sequence[Run] = ()) -> tuple[pd.DataFrame, list[Path]]:
+    """Rebuild ``figures/table3`` from every finished notebook-03b run in ``baseline_dir`` (``extra``: runs not yet in
+    it, e.g. the notebook's own, replacing a run of the same name) and the notebook-04 runs of the ``generative``
+    profile, its sibling folder ("": none). Notebook 03b calls it after each run; ``python -m diger_lib.cli table3``
+    after generative runs land."""
+    import cornac
+
+    from .runs import read_runs
+
+    names = {r.name for r in extra}
+    done = [r for r in read_baseline_runs(baseline_dir) if r.name not in names] + list(extra)
+    gen_dir = Path(baseline_dir).parent / generative if generative else None
+    gen = read_runs(gen_dir) if gen_dir is not None and gen_dir.is_dir() else []
+    df = table3(done, gen)
+    note = (f"Ours: cornac {cornac.__version__} rows ({len(done)} runs of notebook 03b, profile "
+            f"{Path(baseline_dir).name}); TIGER, LETTER, DIGER and the two floors from profile {generative or 'none'} "
+            f"({len(gen)} runs).")
+    return df, write_table3(df, fig_dir, note=note)
