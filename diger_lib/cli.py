@@ -1,6 +1,8 @@
 """Command line: ``python -m diger_lib.cli setup-data [--source DIR] [--dest data] [--copy]``,
 ``python -m diger_lib.cli id-signal DATASET --codes codes.npy --letter`` (how much sequential signal semantic IDs
-carry), ``python -m diger_lib.cli study`` (the diagnosis study's table, ``diger_lib/study.py``) and
+carry), ``python -m diger_lib.cli compare RUNS_DIR A B [--overlap 10]`` (paired bootstrap; which users each hits),
+``python -m diger_lib.cli table3`` (Table 3 from the committed runs), ``python -m diger_lib.cli study`` (the
+diagnosis study's table, ``diger_lib/study.py``) and
 ``python -m diger_lib.cli relativize-runs PREFIX`` (rewrite committed runs made by an older runner, which recorded
 absolute paths, to the repo-relative form the runner writes now)."""
 from __future__ import annotations
