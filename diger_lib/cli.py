@@ -139,6 +139,17 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table3(args: argparse.Namespace) -> int:
+    from .table3 import refresh
+
+    if not Path(args.baselines).is_dir():
+        print(f"error: {args.baselines} is not a folder of notebook-03b runs", file=sys.stderr)
+        return 1
+    _, written = refresh(args.baselines, args.generative, args.figures)
+    print("written:", *written)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="diger_lib.cli")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -185,14 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     t3.add_argument("--figures", default="figures")
     args = ap.parse_args(argv)
     if args.cmd == "table3":
-        from .table3 import refresh
-
-        if not Path(args.baselines).is_dir():
-            print(f"error: {args.baselines} is not a folder of notebook-03b runs", file=sys.stderr)
-            return 1
-        _, written = refresh(args.baselines, args.generative, args.figures)
-        print("written:", *written)
-        return 0
+        return _table3(args)
     if args.cmd == "id-signal":
         return _id_signal(args)
     if args.cmd == "compare":
