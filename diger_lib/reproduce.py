@@ -27,7 +27,7 @@ _NAME = re.compile(r"^(?P<ds>[A-Za-z0-9]+)__(?P<key>.+?)(?:__s(?P<seed>\d+))?$")
 # paper's Table 2 has none of them (LETTER's R@10/N@10 come from its Table 3 row).
 FLOOR_ROWS = {"most_popular": "Most popular (ours only)", "markov1": "Markov-1 (ours only)"}
 MAIN_DIGER = "diger_frqud"  # the DIGER row the paper's Tables 4-5 and Figures 2, 6, 7 use (FrqUD, section 5.2)
-TABLE2_ROWS = {"most_popular": None, "markov1": None, "two_stage": "Two-Stage", "two_stage_letter": "LETTER", "ste": "STE",
+TABLE2_ROWS = {**dict.fromkeys(FLOOR_ROWS), "two_stage": "Two-Stage", "two_stage_letter": "LETTER", "ste": "STE",
                "diger_sdud": "DIGER (SDUD)", "diger_frqud": "DIGER (FrqUD)", "diger_sdud_frqud": "DIGER (SDUD+FrqUD)"}
 # Table 4 (Beauty): the ablations are taken from DIGER without uncertainty decay (the paper's "w/o UD" base).
 TABLE4_ROWS = {"two_stage": "Two-Stage", "ste": "Naive E2E (STE)", MAIN_DIGER: "DIGER-w/ UD",
@@ -67,7 +67,6 @@ class Cell(NamedTuple):
 
 # What a run's training budget is: the model's size and how many samples it may see (config.json). Two sides of a claim
 # are compared only at the same budget; a run its time budget cut before its last epoch has a smaller one.
-BUDGET_KEYS = ("n_encoder_layers", "n_decoder_layers", "d_model", "epochs", "samples_per_epoch", "batch_size")
 
 
 def budget(run: Run) -> str:
