@@ -114,7 +114,7 @@ def markov1_topk(train_sequences: Iterable[Iterable[int]], last_items: Any, n_it
         raise TypeError("markov1_topk got a mapping; pass its .values() (the item sequences)")
     seqs = [np.asarray(list(seq), dtype=np.int64).reshape(-1) for seq in train_sequences]
     last = _int_array(last_items, "last_items", 1)
-    pop_order = most_popular_topk(seqs, n_items, n_items)  # validates k's range and the ids too
+    pop_order = most_popular_topk(seqs, n_items, n_items)  # every item by popularity; checks the ids are in range
     if not 1 <= k <= n_items:
         raise ValueError(f"k={k} must be in [1, n_items={n_items}]")
     if last.size and (last.min() < 0 or last.max() >= n_items):

@@ -298,9 +298,10 @@ def floor_topk(method: Method, split: Split, k: int) -> tuple[np.ndarray, np.nda
     if method is Method.MOST_POPULAR:
         top = M.most_popular_topk(split.train_sequences, split.n_items, k)
         return np.tile(top, (len(split.valid), 1)), np.tile(top, (len(split.test), 1))
-    if method is Method.MARKOV1:
-        return tuple(M.markov1_topk(split.train_sequences, M.last_items(s.history, s.length), split.n_items, k)
-                     for s in (split.valid, split.test))
+    if method is Method.MARKOV1:  # one count of the transitions for both splits
+        last = np.concatenate([M.last_items(s.history, s.length) for s in (split.valid, split.test)])
+        top = M.markov1_topk(split.train_sequences, last, split.n_items, k)
+        return top[:len(split.valid)], top[len(split.valid):]
     raise ValueError(f"method={method.value!r} is not a floor (floors: most_popular, markov1)")
 
 
