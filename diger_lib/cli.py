@@ -70,6 +70,8 @@ def _compare(args: argparse.Namespace) -> int:
         a = read_runs(args.runs_dir, [n for n in args.a.split(",") if n], need="test_ranks.txt.gz")
         b = read_runs(args.runs_dir, [n for n in args.b.split(",") if n], need="test_ranks.txt.gz")
         shared_ids(a + b)  # a run that recorded no digest cannot be shown to share the others' IDs
+        if args.overlap and (len(a) != 1 or len(b) != 1):
+            raise ValueError("--overlap compares one run with one run (give a single name on each side)")
         ra, rb = [r.ranks() for r in a], [r.ranks() for r in b]
         print(f"A = {', '.join(r.name for r in a)}\nB = {', '.join(r.name for r in b)}\n"
               f"test users {len(ra[0])}, {args.n_boot} paired resamples; per-user metrics averaged over each side's runs")
@@ -79,8 +81,6 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"{metric}: A {r['a']:.4f} ({seeds(r['a_seeds'])})  B {r['b']:.4f} ({seeds(r['b_seeds'])})  "
                   f"A-B {r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]  P(A-B<=0) {r['p_le_0']:.3f}")
         if args.overlap:
-            if len(ra) != 1 or len(rb) != 1:
-                raise ValueError("--overlap compares one run with one run (give a single name on each side)")
             o = hit_overlap(ra[0], rb[0], args.overlap)
             print(f"hits at {args.overlap}: A {o.a:.4f}, B {o.b:.4f}, both {o.both:.4f}, either {o.union:.4f}; A's "
                   f"R@{args.overlap} on the users B hits {o.a_on_b_hits:.4f}, on the users B misses {o.a_on_b_misses:.4f}")
