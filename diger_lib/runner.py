@@ -389,6 +389,9 @@ def run_profile_parallel(profile: str, steps: list[Step], args: argparse.Namespa
     run side by side, other notebooks alone (``dependencies``). Children get OMP_NUM_THREADS from ``child_threads``,
     and write their output to ``papermill_runs/<profile>/.logs/<step>.log``."""
     if args.skip_finished:
+        # Checked twice: here, to leave out what is finished; and by each child when its turn comes (it gets
+        # --skip-finished too), since a finished training whose tokenizer is not built yet (a new machine) looks stale
+        # now but is skipped once its notebook 03 has rebuilt the same semantic IDs.
         steps = unfinished(profile, steps)
     labels = [label_of(stem, variant) for stem, variant, _ in steps]
     logs = RUNS / profile / ".logs"
@@ -401,6 +404,7 @@ def run_profile_parallel(profile: str, steps: list[Step], args: argparse.Namespa
     base += ["--profile", args.profile] if args.profile else ["--profile-file", str(Path(args.profile_file).resolve())]
     for kv in args.set:
         base += ["--set", kv]
+    base += ["--skip-finished"] if args.skip_finished else []
     handles: dict[int, tuple[subprocess.Popen, Any]] = {}
 
     def start(i: int) -> int:

@@ -301,3 +301,34 @@ def test_workers_children_threads():
     assert runner.child_threads("02_encode_item_text", 4, 2, None) == "2"
     assert runner.child_threads("03_pretrain_rqvae", 2, 2, "1") == "1"
     assert runner.child_threads("04_train_recommender", 4, 2, "") == "1"  # never 0
+
+
+def test_workers_children_decide_skip_finished_at_their_turn(monkeypatch, tmp_path):
+    """A new machine: finished trainings look stale before notebook 03 has rebuilt their tokenizer. With
+    --skip-finished --workers N the parent leaves out only what is finished now, and every child gets --skip-finished
+    so that it skips its training at its turn if the rebuilt IDs are the ones it was trained on."""
+    import argparse
+    steps = _steps("03_pretrain_rqvae", "04_train_recommender:a", "04_train_recommender:b")
+    reasons = {"03_pretrain_rqvae": "its tokenizer is not in the artifacts",
+               "04_train_recommender__a": "its semantic IDs are not in the artifacts", "04_train_recommender__b": None}
+    monkeypatch.setattr(runner, "needs_run", lambda p, stem, v, params: reasons[runner.label_of(stem, v)])
+    monkeypatch.setattr(runner, "RUNS", tmp_path)
+    started = []
+
+    class Done:
+        def __init__(self, cmd, **kw):
+            started.append(cmd)
+            kw["stdout"].write(f"{cmd[-2]} ok\n")
+
+        def poll(self):
+            return 0
+    monkeypatch.setattr(runner.subprocess, "Popen", Done)
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+    args = argparse.Namespace(profile="x", profile_file=None, set=[], workers=2, skip_finished=True)
+    assert runner.run_profile_parallel("x", steps, args, "cmd") == 0
+    assert [c[c.index("--only") + 1] for c in started] == ["03_pretrain_rqvae", "04_train_recommender__a"]
+    assert all("--skip-finished" in c for c in started)
+    started.clear()
+    args.skip_finished = False  # without the flag, every step runs and no child skips
+    assert runner.run_profile_parallel("x", steps, args, "cmd") == 0
+    assert len(started) == 3 and not any("--skip-finished" in c for c in started)
