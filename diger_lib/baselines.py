@@ -327,10 +327,15 @@ def _plain(obj: Any) -> Any:
 class GridCache:
     """Finished grid points of one (dataset, model, seed) in ``folder``, so a rerun after an interruption trains only
     the points still missing: ``grid.json`` (each finished point's row and selection history, and the settings they
-    were trained with) and ``best.pkl`` (the best point's fitted model). Other settings start the grid afresh."""
+    were trained with) and ``best.pkl`` (the best point's fitted model). Other settings start the grid afresh.
 
-    def __init__(self, folder: Path | str | None, settings: dict[str, Any]):
+    ``record``: a copy of the points (no model) in a file git keeps (notebook 03b: ``<runs_dir>/grid_points/``),
+    written with each finished point. A new machine has no ``folder``; it reads the points from ``record`` and
+    trains only the missing ones, then fits the chosen point again for its model (``best_model`` is None)."""
+
+    def __init__(self, folder: Path | str | None, settings: dict[str, Any], record: Path | str | None = None):
         self.folder, self.settings = (Path(folder) if folder else None), settings
+        self.record = Path(record) if record else None
         self.points: list[dict[str, Any]] = []
         self.best_params: dict[str, Any] | None = None  # the point whose model best.pkl holds
         f = self.folder / "grid.json" if self.folder else None
@@ -338,6 +343,13 @@ class GridCache:
             saved = json.loads(f.read_text())
             if saved["settings"] == _plain(settings):
                 self.points, self.best_params = saved["points"], saved.get("best_params")
+        local = len(self.points)
+        if self.record is not None and self.record.is_file():
+            saved = json.loads(self.record.read_text())
+            if saved["settings"] == _plain(settings):
+                self.points += [p for p in saved["points"] if self.done(p["params"]) is None]
+        # no fitted model to read back: none kept here, or points from the record and best.pkl's owner unrecorded
+        self.no_model = local == 0 or (self.best_params is None and len(self.points) > local)
 
     def done(self, params: dict[str, Any]) -> dict[str, Any] | None:
         return next((p for p in self.points if p["params"] == _plain(params)), None)
@@ -348,20 +360,26 @@ class GridCache:
         import pickle
 
         kept = self.best_params
-        if kept is not None and kept != _plain(params):
+        if self.no_model or (kept is not None and kept != _plain(params)):
             return None
         return pickle.loads((self.folder / "best.pkl").read_bytes())
 
     def add(self, point: dict[str, Any], model: Any, is_best: bool) -> None:
+        from .atomic import atomic_open
+
         self.points.append(_plain(point))
+        if self.record is not None:
+            self.record.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(self.record, "w") as fh:
+                fh.write(json.dumps({"settings": _plain(self.settings), "points": self.points}, indent=1,
+                                    sort_keys=True) + "\n")
         if self.folder is None:
             return
         import pickle
 
-        from .atomic import atomic_open
-
         self.folder.mkdir(parents=True, exist_ok=True)
         if is_best:  # fit()'s data sets are dropped: the scorers need only the fitted parameters and id maps
+            self.no_model = False
             data, model.train_set, model.val_set = (model.train_set, model.val_set), None, None
             with atomic_open(self.folder / "best.pkl", "wb") as fh:
                 fh.write(pickle.dumps(model))
@@ -373,12 +391,14 @@ class GridCache:
 
 
 def train_grid(model: Baseline | str, split: Split, cfg: FitConfig = FitConfig(), first_only: bool = False,
-               log: Callable[[str], None] = print, cache_dir: Path | str | None = None, spec: str = "full") -> Trained:
+               log: Callable[[str], None] = print, cache_dir: Path | str | None = None, spec: str = "full",
+               record: Path | str | None = None) -> Trained:
     """Every grid point of ``model`` (``spec``: a restriction, ``grid_points``); the one with the best validation
-    NDCG@10 is kept. With ``cache_dir``, finished points survive an interruption (``GridCache``)."""
+    NDCG@10 is kept. With ``cache_dir``, finished points survive an interruption, and with ``record`` (a file git
+    keeps) a new machine (``GridCache``)."""
     model = Baseline(model)
     cache = GridCache(cache_dir, {"cfg": cfg._asdict(), "fixed": FIXED[model], "n_items": split.n_items,
-                                  "n_users": len(split.test), "n_train": len(split.train)})
+                                  "n_users": len(split.test), "n_train": len(split.train)}, record)
     best, best_net = None, None
     points = grid_points(model, first_only, spec)
     for params in points:

@@ -295,3 +295,30 @@ def test_cli_table3_rebuilds_the_table_from_committed_runs(tmp_path, capsys):
     assert "| Beauty | Markov-1 (ours only) |  | 0.0660 |" in md and "| Beauty | MF | 0.0474 | 0.0200 |" in md
     assert cli.main(["table3", "--baselines", str(tmp_path / "nowhere")]) == 1
     assert "not a folder of notebook-03b runs" in capsys.readouterr().err
+
+
+def test_a_new_machine_trains_only_the_grid_points_missing_from_the_record(tiny, tmp_path):
+    """The grid's rows are also written to ``record`` (a file git keeps). A new machine (no cache folder) reads them,
+    trains only the points missing there, and fits the chosen point again for its model: the same choice, the same
+    validation metrics (seeded) and the same grid rows as the machine that trained them all."""
+    _, split = tiny
+    record = tmp_path / "runs" / "grid_points" / "Tiny__mf_s2026.json"
+    a, ab = "k:64;lambda_reg:0.001;learning_rate:0.05", "k:64,128;lambda_reg:0.001;learning_rate:0.05"
+    full = B.train_grid("mf", split, QUICK, log=lambda s: None, cache_dir=tmp_path / "old", spec=ab, record=record)
+    saved = json.loads(record.read_text())
+    assert [p["params"]["k"] for p in saved["points"]] == [64, 128] and "best_params" not in saved
+    logs: list[str] = []
+    new = B.train_grid("mf", split, QUICK, log=logs.append, cache_dir=tmp_path / "new", spec=ab, record=record)
+    assert sum("skipped" in line for line in logs) == 2 and any("fitting this one again" in line for line in logs)
+    assert new.params == full.params and new.valid == full.valid and new.grid == full.grid
+    # the record holds one point and the new machine's cache another: both are read, nothing is trained again
+    record.write_text(json.dumps(dict(saved, points=saved["points"][1:])))
+    B.train_grid("mf", split, QUICK, log=lambda s: None, cache_dir=tmp_path / "part", spec=a)
+    logs.clear()
+    both = B.train_grid("mf", split, QUICK, log=logs.append, cache_dir=tmp_path / "part", spec=ab, record=record)
+    assert sum("skipped" in line for line in logs) == 2 and both.grid == full.grid
+    assert both.params == full.params and both.valid == full.valid
+    # other settings: the record is not used
+    logs.clear()
+    B.train_grid("mf", split, QUICK._replace(seed=1), log=logs.append, cache_dir=tmp_path / "s1", spec=a, record=record)
+    assert not any("skipped" in line for line in logs)
