@@ -69,7 +69,12 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         a = read_runs(args.runs_dir, [n for n in args.a.split(",") if n], need="test_ranks.txt.gz")
         b = read_runs(args.runs_dir, [n for n in args.b.split(",") if n], need="test_ranks.txt.gz")
-        shared_ids(a + b)  # a run that recorded no digest cannot be shown to share the others' IDs
+        try:
+            shared_ids(a + b)  # a run that recorded no digest cannot be shown to share the others' IDs
+        except ValueError as e:
+            if not args.any_ids:
+                raise ValueError(f"{e} (--any-ids compares them anyway, over the same test users)") from None
+            print(f"note: {e}; compared over the same test users (--any-ids), so the difference includes the IDs'")
         if args.overlap and (len(a) != 1 or len(b) != 1):
             raise ValueError("--overlap compares one run with one run (give a single name on each side)")
         ra, rb = [r.ranks() for r in a], [r.ranks() for r in b]
@@ -170,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("b", help="comma-separated run names of side B")
     cp.add_argument("--metrics", default="R@10,N@10")
     cp.add_argument("--n-boot", type=int, default=5000)
+    cp.add_argument("--any-ids", action="store_true", help="compare runs trained on different semantic IDs (e.g. "
+                    "LETTER's against ours, or one tokenizer rebuilt on another machine): still paired over the test "
+                    "users, but the difference then includes the IDs'")
     cp.add_argument("--overlap", type=int, default=0, metavar="K", help="also print which test users each run hits "
                     "at K, e.g. a recommender against the Markov-1 floor (one run per side)")
     st = sub.add_parser("study", help="every comparison of the diagnosis study (diger_lib/study.py) as one table: "

@@ -261,6 +261,9 @@ def test_cli_compare_pairs_runs_over_seeds_and_refuses_other_ids(tmp_path, capsy
     assert "A = a1, a2" in out and "R@10: A " in out and "N@10: A " in out and "test users 200" in out
     assert cli.main(["compare", str(tmp_path), "a1", "c1"]) == 1
     assert "different or unrecorded semantic IDs" in capsys.readouterr().err
+    assert cli.main(["compare", str(tmp_path), "a1", "c1", "--any-ids", "--n-boot", "200"]) == 0  # asked for
+    out = capsys.readouterr().out
+    assert "note: the runs used different" in out and "R@10: A " in out
     assert cli.main(["compare", str(tmp_path), "a1", "d1"]) == 1  # d1 recorded no IDs: not shown to be paired
     assert cli.main(["compare", str(tmp_path), "a1", "missing"]) == 1
     # a floor reads no IDs (it records ""): it pairs with any run; --overlap says which users each side hits
