@@ -236,22 +236,35 @@ def _make_sequential(model: Baseline, params: dict[str, Any], max_history: int, 
                           **common)
 
 
-def _fit_sequential(model: Baseline, params, split: Split, cfg: "FitConfig", log) -> tuple[Any, Selection]:
+def _fit_sequential(model: Baseline, params, split: Split, cfg: "FitConfig", log,
+                    ckpt: Path | None = None) -> tuple[Any, Selection]:
+    """cornac's fit with our epoch selection; with ``ckpt``, a checkpoint at each validation check, and a fit that
+    finds one resumes from it (``baseline_resume``)."""
+    from . import baseline_resume as R
+
     net = _make_sequential(model, params, cfg.max_history, cfg.max_epochs, cfg.eval_every, cfg.seed)
-    t0, epoch = time.time(), [0]
+    saved, opt = R.load(ckpt), []
+    t0, epoch = time.time() - (saved["seconds"] if saved else 0.0), [saved["epoch"] if saved else 0]
 
     def valid():
         return evaluate(scorer(net), split.valid, cfg.topk, max_users=cfg.max_eval_users).metrics
 
     sel = Selection(valid, cfg.patience, lambda: {k: v.detach().clone() for k, v in net.model.state_dict().items()})
+    if saved is not None:
+        for k, v in saved["selection"].items():
+            setattr(sel, k, v)
+        net.n_epochs = cfg.max_epochs - epoch[0]  # cornac counts its epochs from 1 again; checks stay aligned
+        log(f"  resumed after epoch {epoch[0]} (best {sel.best:.4f} at epoch {sel.best_epoch})")
 
     def hook():
         epoch[0] += cfg.eval_every
         score = sel.check(epoch[0], time.time() - t0)
         log(f"  epoch {epoch[0]}: valid N@10 {score:.4f} (best {sel.best:.4f} at epoch {sel.best_epoch})")
+        if ckpt is not None:
+            R.save(ckpt, net, opt[0], epoch[0], time.time() - t0, sel)
         return score
 
-    with _validation_hook(net, hook):
+    with _validation_hook(net, hook), R.resuming_adam(net, saved, opt):
         try:
             net.fit(sequential_dataset(split, cfg.seed), val_set=_OurValidation())
         except _Stop:
@@ -308,13 +321,14 @@ class Trained(NamedTuple):
 
 
 def fit(model: Baseline | str, params: dict[str, Any], split: Split, cfg: FitConfig = FitConfig(),
-        log: Callable[[str], None] = print) -> tuple[Any, Selection]:
-    """Train one grid point with epoch selection; returns the model at its best epoch and the selection record."""
+        log: Callable[[str], None] = print, ckpt: Path | str | None = None) -> tuple[Any, Selection]:
+    """Train one grid point with epoch selection; returns the model at its best epoch and the selection record.
+    ``ckpt`` (SASRec, BERT4Rec): an epoch checkpoint file, written at each check and resumed from if present."""
     model = Baseline(model)
     if model == Baseline.MF:
         net, sel = _fit_mf(params, split, cfg, log)
     else:
-        net, sel = _fit_sequential(model, params, split, cfg, log)
+        net, sel = _fit_sequential(model, params, split, cfg, log, Path(ckpt) if ckpt else None)
     check_identity_maps(net, split.n_items)
     return net, sel
 
@@ -350,6 +364,11 @@ class GridCache:
                 self.points += [p for p in saved["points"] if self.done(p["params"]) is None]
         # no fitted model to read back: none kept here, or points from the record and best.pkl's owner unrecorded
         self.no_model = local == 0 or (self.best_params is None and len(self.points) > local)
+
+    def point_ckpt(self, params: dict[str, Any]) -> Path | None:
+        from .baseline_resume import point_file
+
+        return point_file(self.folder, _plain(self.settings), _plain(params)) if self.folder else None
 
     def done(self, params: dict[str, Any]) -> dict[str, Any] | None:
         return next((p for p in self.points if p["params"] == _plain(params)), None)
@@ -402,18 +421,21 @@ def train_grid(model: Baseline | str, split: Split, cfg: FitConfig = FitConfig()
     best, best_net = None, None
     points = grid_points(model, first_only, spec)
     for params in points:
-        trained, point = None, cache.done(params)
+        trained, point, ckpt = None, cache.done(params), None
         if point is not None:
             log(f"{model.value} {params}: finished before (best epoch {point['row']['best_epoch']}), skipped")
         else:
             log(f"{model.value} {params}")
-            trained, sel = fit(model, params, split, cfg, log)
+            ckpt = cache.point_ckpt(params)  # an interrupted point resumes from its last validation check
+            trained, sel = fit(model, params, split, cfg, log, ckpt)
             point = {"params": params, "history": sel.history, "row": {
                 **params, "best_epoch": sel.best_epoch, "valid_N@10": sel.best,
                 "epochs_run": sel.history[-1]["epoch"] if sel.history else 0}}
         is_best = best is None or point["row"]["valid_N@10"] > best["row"]["valid_N@10"]
         if trained is not None:
             cache.add(point, trained, is_best)
+            if ckpt is not None:
+                ckpt.unlink(missing_ok=True)  # the point is in grid.json now
         if is_best:
             best, best_net = point, trained  # None for a point finished before: its model is in best.pkl
     net = best_net if best_net is not None else cache.best_model(best["params"])

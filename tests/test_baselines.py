@@ -322,3 +322,34 @@ def test_a_new_machine_trains_only_the_grid_points_missing_from_the_record(tiny,
     logs.clear()
     B.train_grid("mf", split, QUICK._replace(seed=1), log=logs.append, cache_dir=tmp_path / "s1", spec=a, record=record)
     assert not any("skipped" in line for line in logs)
+
+
+@pytest.mark.parametrize("kind,params", [("sasrec", dict(loss="bce1", embedding_dim=8, dropout=0.2)),
+                                         ("bert4rec", dict(embedding_dim=8, dropout=0.2))])
+def test_a_grid_point_stopped_mid_fit_resumes_to_the_uninterrupted_result(tiny, tmp_path, kind, params):
+    """A stop after epoch 2 of 4 (here: a fit of 2 epochs that leaves its checkpoint), then the fit of 4 epochs with the
+    same checkpoint: it runs epochs 3-4 only and ends where one uninterrupted 4-epoch fit ends (weights, every
+    validation check), since model, optimizer, both random streams and the selection are restored."""
+    import torch
+
+    _, split = tiny
+    cfg = QUICK._replace(max_epochs=4, patience=10)
+    ref, ref_sel = B.fit(kind, params, split, cfg, log=lambda s: None)
+    ckpt = tmp_path / "point.pt"
+    B.fit(kind, params, split, cfg._replace(max_epochs=2), log=lambda s: None, ckpt=ckpt)
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["epoch"] == 2 and len(saved["selection"]["history"]) == 2
+    logs: list[str] = []
+    net, sel = B.fit(kind, params, split, cfg, log=logs.append, ckpt=ckpt)
+    assert any("resumed after epoch 2" in line for line in logs)
+    assert sum("valid N@10" in line for line in logs) == 2  # epochs 3 and 4 only
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(sel.history) == strip(ref_sel.history) and sel.best_epoch == ref_sel.best_epoch
+    for (k, a), b in zip(net.model.state_dict().items(), ref.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_train_grid_keeps_a_checkpoint_only_while_its_point_runs(tiny, tmp_path):
+    _, split = tiny
+    B.train_grid("sasrec", split, QUICK, first_only=True, log=lambda s: None, cache_dir=tmp_path)
+    assert (tmp_path / "grid.json").is_file() and not list(tmp_path.glob("point_*.pt"))

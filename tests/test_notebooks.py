@@ -144,7 +144,9 @@ def test_smoke_profile_runs_every_notebook(tmp_path, monkeypatch):
         config = json.loads((d / "config.json").read_text())
         assert config.get("dataset", "MyTiny") == "MyTiny" and config["artifacts_dir"] == ""
     assert json.loads((runs / "01_prepare_data" / "metrics.json").read_text())["all_match_paper"] is None
-    assert (tmp_path / "artifacts" / "byo_example" / "MyTiny" / "item_emb.npy").is_file()
+    emb = tmp_path / "artifacts" / "byo_example" / "MyTiny" / "item_emb.npy"
+    from diger_lib.outputs import sha256_file  # recorded so that another machine's embeddings can be told apart
+    assert json.loads((runs / "02_encode_item_text" / "metrics.json").read_text())["item_emb_sha256"] == sha256_file(emb)
     for v in ("two_stage", "most_popular", "markov1", "ste", "diger_sdud_frqud"):
         m = json.loads((runs / f"04_train_recommender__{v}" / "metrics.json").read_text())
         assert all(0.0 <= m[k] <= 1.0 for k in ("R@5", "R@10", "N@5", "N@10")) and m["R@10"] >= m["R@5"]
