@@ -18,7 +18,7 @@ import pandas as pd
 
 from .config import FLOOR_METHODS
 from .paper import paper_tables
-from .runs import Run
+from .runs import DIGEST, Run
 
 METRICS = ("R@5", "R@10", "N@5", "N@10")
 _NAME = re.compile(r"^(?P<ds>[A-Za-z0-9]+)__(?P<key>.+?)(?:__s(?P<seed>\d+))?$")
@@ -63,6 +63,7 @@ class Cell(NamedTuple):
     runs: tuple[str, ...]
     n_test_users: int
     budgets: tuple[str, ...] = ()  # the distinct training budgets of its runs (``budget``; () when none is recorded)
+    ids: tuple[str, ...] = ()  # the distinct semantic IDs its runs trained on (tokenizer_codes_sha256, 8 characters)
 
 
 # What a run's training budget is: the model's size and how many samples it may see (config.json). Two sides of a claim
@@ -107,7 +108,8 @@ def collect(runs: Sequence[Run]) -> dict[tuple[str, str], Cell]:
                       {mt: float(v.std(ddof=1)) if len(v) > 1 else math.nan for mt, v in vals.items()},
                       tuple(s for s, _ in members if s is not None), tuple(r.name for _, r in members),
                       int(members[0][1].metrics.get("n_test_users", 0)),
-                      tuple(sorted({b for b in (budget(r) for _, r in members) if b})))
+                      tuple(sorted({b for b in (budget(r) for _, r in members) if b})),
+                      tuple(sorted({str(r.metrics[DIGEST])[:8] for _, r in members if r.metrics.get(DIGEST)})))
     return out
 
 
@@ -127,6 +129,7 @@ def _row(dataset: str, row: str, key: str, paper: dict[str, float], cells: dict)
         out[mt] = c.mean[mt] if c else math.nan
         out[f"{mt}_sd"] = c.sd[mt] if c else math.nan
     out["seeds"] = len(c.runs) if c else 0
+    out["ids"] = " ".join(c.ids) if c else ""  # which tokenizer: a rebuild on another CPU type is another (note 14)
     return out
 
 
@@ -223,6 +226,8 @@ def _greater(name: str, ds: str, mt: str, a: Cell | None, b: Cell | None, pa: fl
             detail += f" = {d / se:+.1f} test-set standard errors of one run's R@k"
         beyond, words = _beyond_noise(a, b, mt, d, ranks)
         detail += words
+    if a is not None and b is not None and a.ids and b.ids and set(a.ids) != set(b.ids):
+        detail += f"; semantic IDs {'/'.join(a.ids)} vs {'/'.join(b.ids)} (paired over the same test users)"
     same = _same_budget(a, b)
     if same is False:
         detail += f"; trained at different budgets: {' | '.join(a.budgets)} vs {' | '.join(b.budgets)}"
@@ -360,6 +365,8 @@ def display_table(df: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Data
         out[f"ours {mt}"] = [("" if math.isnan(m) else f"{m:.4f}" + ("" if math.isnan(s) else f" ± {s:.4f}"))
                              for m, s in zip(df[mt], df[f"{mt}_sd"])]
     out["seeds"] = df["seeds"]
+    if "ids" in df:
+        out["IDs (codes.npy)"] = df["ids"]
     return out
 
 

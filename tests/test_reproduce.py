@@ -252,3 +252,27 @@ def test_claims_compare_only_runs_trained_at_one_budget(tmp_path):
                                                               "T5 2+2, d_model 128, 4 x 65536 samples, batch 256")
     row = RP.reproduce(runs, [], datasets=("Yelp",)).claims.set_index(["claim", "metric"]).loc[name]
     assert row["same_budget"] is False
+
+
+def test_tables_and_claims_name_the_semantic_ids_each_cell_trained_on():
+    """A tokenizer rebuilt on another CPU type is another tokenizer (README note 14): each cell lists the IDs of its
+    runs, and a claim whose sides trained on different IDs says so (it is still paired over the test users)."""
+    def on(name, r10, digest):
+        r = run(name, r10)
+        r.metrics["tokenizer_codes_sha256"] = digest
+        return r
+    intel, amd = "474053bd" + "0" * 56, "7ef8671b" + "1" * 56
+    runs = [on("Beauty__diger_frqud__s1", 0.030, intel), on("Beauty__diger_frqud__s2", 0.031, intel),
+            on("Beauty__abl_gaussian__s1", 0.029, amd), on("Beauty__diger_none__s1", 0.028, intel),
+            on("Beauty__most_popular__s1", 0.01, "")]
+    rep = RP.reproduce(runs, [], datasets=("Beauty",))
+    t4 = rep.table4.set_index("key")
+    assert t4.loc["diger_frqud", "ids"] == "474053bd" and t4.loc["abl_gaussian", "ids"] == "7ef8671b"
+    assert t4.loc["abl_hard_update", "ids"] == ""  # no runs
+    assert rep.table2.set_index("key").loc["most_popular", "ids"] == ""  # a floor reads no IDs
+    assert RP.display_table(rep.table4)["IDs (codes.npy)"].tolist() == rep.table4["ids"].tolist()
+    detail = rep.claims.set_index(["claim", "metric"])["detail"]
+    gauss = [d for (c, mt), d in detail.items() if "Gaussian" in c and mt == "R@10"]
+    assert gauss and "semantic IDs 474053bd vs 7ef8671b" in gauss[0]
+    ud = detail[("uncertainty decay helps (w/ UD > w/o UD)", "R@10")]
+    assert "semantic IDs" not in ud  # same IDs on both sides
