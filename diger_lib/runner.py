@@ -385,9 +385,9 @@ def child_threads(stem: str, workers: int, cores: int, given: str | None) -> str
 
 
 def run_profile_parallel(profile: str, steps: list[Step], args: argparse.Namespace, command: str) -> int:
-    """``--workers N``: each step runs as a child runner (``--only <step> --no-lock``) in its own process; trainings
-    run side by side, other notebooks alone (``dependencies``). Children get OMP_NUM_THREADS from ``child_threads``,
-    and write their output to ``papermill_runs/<profile>/.logs/<step>.log``."""
+    """``--workers N``: each step runs as a child runner (``--only <step> --no-lock``) in its own process, once the
+    steps whose artifacts it reads have finished (``dependencies``). Children get OMP_NUM_THREADS from
+    ``child_threads``, and write their output to ``papermill_runs/<profile>/.logs/<step>.log``."""
     if args.skip_finished:
         # Checked twice: here, to leave out what is finished; and by each child when its turn comes (it gets
         # --skip-finished too), since a finished training whose tokenizer is not built yet (a new machine) looks stale
@@ -427,7 +427,8 @@ def run_profile_parallel(profile: str, steps: list[Step], args: argparse.Namespa
         return code
 
     try:
-        return run_parallel(labels, dependencies(steps), start, args.workers, poll, log=lambda m: print(m, file=sys.stderr))
+        return run_parallel(labels, dependencies(steps, resolved_parameters), start, args.workers, poll,
+                            log=lambda m: print(m, file=sys.stderr))
     finally:  # Ctrl-C or an error here: stop the children (each resumes from its checkpoint next time)
         for proc, fh in handles.values():
             if proc.poll() is None:

@@ -16,29 +16,61 @@ def label_of(stem: str, variant: str) -> str:
     return f"{stem}__{variant}" if variant else stem
 
 
-# Steps that may run beside each other: trainings read the artifacts of earlier steps and write only their own run
-# folder and checkpoint folder. Every other notebook is a barrier: it starts when everything before it has finished,
-# and nothing after it starts before it has finished (notebook 03 writes the tokenizer 04 reads; 05/06 read the runs).
+# Trainings share the cores (``cores // N`` threads each, runner.child_threads); every other step gets them all.
 PARALLEL_STEMS = frozenset({"04_train_recommender"})
+ENCODE, PRETRAIN, TRAIN = "02_encode_item_text", "03_pretrain_rqvae", "04_train_recommender"
+
+# What waits for what is read off the artifacts each step writes and reads:
+# - notebook 02 writes a dataset's embeddings (artifacts folder, dataset): it waits for every earlier step of that
+#   dataset, which may still read the old file;
+# - notebook 03 writes one tokenizer (folder, dataset, K, m) from the embeddings: it waits for the latest notebook 02
+#   of its dataset and for every earlier step of its tokenizer;
+# - a training (04) reads its dataset's embeddings and its tokenizer: it waits for the latest 02 and 03 before it
+#   (and for the run it warm-starts from, ``init_from``); it writes only its own run and checkpoint folders;
+# - every other notebook (01, 03b, 04b, 05, 06) is a barrier: it waits for every earlier step, and every later step
+#   waits for it (05/06 read the runs).
+# So Table 5's tokenizer for K = 128 starts while K = 256 trainings still run, and its training beside them.
 
 
-def dependencies(steps: list[Step]) -> list[set[int]]:
-    """For each step, the indices of the earlier steps it must wait for (see PARALLEL_STEMS); a warm start
-    (``init_from``) also waits for the run it starts from."""
+def _keys(stem: str, params: dict[str, Any]) -> tuple[tuple, tuple]:
+    """(dataset key, tokenizer key) of a step's artifacts."""
+    ds = (str(params.get("artifacts_dir", "")), str(params.get("dataset", "")))
+    return ds, ds + (int(params.get("codebook_size", 256)), int(params.get("n_levels", 3)))
+
+
+def dependencies(steps: list[Step], resolve: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
+                 ) -> list[set[int]]:
+    """For each step, the indices of the earlier steps it must wait for (the rules above). ``resolve(stem, params)``
+    fills in the notebook's defaults (runner.resolved_parameters) so that an unset K or m reads as the notebook's."""
     deps: list[set[int]] = []
     barrier: int | None = None
-    since_barrier: list[int] = []
+    seen_ds: dict[tuple, list[int]] = {}  # every step since the last barrier, by dataset key and by tokenizer key
+    seen_tok: dict[tuple, list[int]] = {}
+    last_encode: dict[tuple, int] = {}
+    last_pretrain: dict[tuple, int] = {}
     labels = {label_of(stem, variant): i for i, (stem, variant, _) in enumerate(steps)}
     for i, (stem, _, params) in enumerate(steps):
-        if stem in PARALLEL_STEMS:
-            d = {barrier} if barrier is not None else set()
+        full = resolve(stem, params) if resolve else params
+        ds, tok = _keys(stem, full)
+        d = {barrier} if barrier is not None else set()
+        if stem == ENCODE:
+            d |= set(seen_ds.get(ds, []))
+            last_encode[ds] = i
+        elif stem == PRETRAIN:
+            d |= set(seen_tok.get(tok, [])) | ({last_encode[ds]} if ds in last_encode else set())
+            last_pretrain[tok] = i
+        elif stem == TRAIN:
+            d |= {j for j in (last_encode.get(ds), last_pretrain.get(tok)) if j is not None}
             src = params.get("init_from") or ""
             if src in labels and labels[src] < i:
                 d.add(labels[src])
-            since_barrier.append(i)
-        else:
-            d = set(since_barrier) | ({barrier} if barrier is not None else set())
-            barrier, since_barrier = i, []
+        else:  # a barrier
+            d = set(range(i))
+            barrier, seen_ds, seen_tok, last_encode, last_pretrain = i, {}, {}, {}, {}
+            deps.append(d)
+            continue
+        seen_ds.setdefault(ds, []).append(i)
+        seen_tok.setdefault(tok, []).append(i)
         deps.append(d)
     return deps
 

@@ -242,8 +242,43 @@ def test_dependencies_make_every_other_notebook_a_barrier():
     steps = _steps("02_encode_item_text", "03_pretrain_rqvae", "04_train_recommender:a",
                    "04_train_recommender:b<a", "04_train_recommender:c", "05_sid_dynamics_figures",
                    "04_train_recommender:d", "06_results_tables")
-    assert runner.dependencies(steps) == [set(), {0}, {1}, {1, 2}, {1}, {1, 2, 3, 4}, {5}, {5, 6}]
+    assert runner.dependencies(steps) == [set(), {0}, {0, 1}, {0, 1, 2}, {0, 1}, {0, 1, 2, 3, 4}, {5}, set(range(7))]
     assert runner.dependencies(_steps("04_train_recommender:a", "04_train_recommender:b")) == [set(), set()]
+
+
+def test_dependencies_follow_the_artifacts_each_step_writes_and_reads():
+    """A tokenizer of another K waits only for its dataset's embeddings, so Table 5's K = 128 tokenizer and its training
+    run beside Table 2's K = 256 trainings; a training waits for its own tokenizer; a dataset's new embeddings wait
+    for every earlier step of that dataset; other datasets and artifacts folders are independent."""
+    def st(stem, variant="", **p):
+        return (stem, variant, p)
+    steps = [st("01_prepare_data"),                                            # 0
+             st("02_encode_item_text", "B", dataset="B"),                      # 1
+             st("03_pretrain_rqvae", "B", dataset="B"),                        # 2
+             st("04_train_recommender", "B_a", dataset="B"),                   # 3
+             st("03_pretrain_rqvae", "B_K128", dataset="B", codebook_size=128),  # 4
+             st("04_train_recommender", "B_K128", dataset="B", codebook_size=128),  # 5
+             st("04_train_recommender", "B_b", dataset="B"),                   # 6: K 256 again
+             st("03_pretrain_rqvae", "B_again", dataset="B"),                  # 7: rewrites K 256: after 3 and 6
+             st("02_encode_item_text", "I", dataset="I"),                      # 8
+             st("03_pretrain_rqvae", "I", dataset="I"),                        # 9
+             st("04_train_recommender", "I_a", dataset="I"),                   # 10
+             st("04_train_recommender", "B_x", dataset="B", artifacts_dir="other"),  # 11: another folder
+             st("02_encode_item_text", "B_cf", dataset="B"),                   # 12: new embeddings of B
+             st("06_results_tables")]                                          # 13
+    deps = runner.dependencies(steps)
+    assert deps[:4] == [set(), {0}, {0, 1}, {0, 1, 2}]
+    assert deps[4] == {0, 1} and deps[5] == {0, 1, 4} and deps[6] == {0, 1, 2}
+    assert deps[7] == {0, 1, 2, 3, 6}
+    assert deps[8] == {0} and deps[9] == {0, 8} and deps[10] == {0, 8, 9} and deps[11] == {0}
+    assert deps[12] == {0, 1, 2, 3, 4, 5, 6, 7}  # not I's steps, not the other folder's
+    assert deps[13] == set(range(13))
+    # the notebook's defaults count: a step that leaves K unset trains on the K the notebook defaults to
+    resolve = lambda stem, p: {"codebook_size": 128, **p}  # noqa: E731
+    assert runner.dependencies([steps[4], st("04_train_recommender", "d", dataset="B")], resolve) == [set(), {0}]
+    # on a clock: the K = 128 tokenizer and training overlap the K = 256 trainings instead of waiting for them all
+    code, spans = _simulate(deps[:7], [1, 1, 1, 10, 1, 10, 10], workers=2)
+    assert code == 0 and spans[4][0] < spans[3][1] and spans[5][0] < spans[3][1]
 
 
 def _simulate(deps, durations, workers, fail=()):
