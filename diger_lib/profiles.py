@@ -96,7 +96,8 @@ def _dynamics() -> list[Step]:
     steps += [("04_train_recommender", f"diger_{decay.replace('+', '_')}",
                dict(t, method="diger", decay=decay, **DIGER_CHOICE, **(_SDUD_LAMBDA if "sdud" in decay else {})))
               for decay in _DECAYS]
-    steps += [("05_sid_dynamics_figures", "", dict(main_diger="diger_frqud")), ("06_results_tables", "", dict())]
+    steps += [("05_sid_dynamics_figures", "", dict(main_diger="diger_frqud", figures_dir="figures/dynamics")),
+              ("06_results_tables", "", dict())]
     return steps
 
 
@@ -209,7 +210,7 @@ def _diagnosis() -> list[Step]:
     steps += [("04_train_recommender", name, params) for name, params in rows]
     pairs = "dg_authors:ts_cosine,dg_cosine:ts_cosine,ws_ts_plus1:ws_ts_pass1,ws_dg_plus1:ws_ts_plus1"
     return steps + [("05_sid_dynamics_figures", "", dict(runs="dg_base,dg_tok_lr1e-5,dg_sampled_labels,dg_authors",
-                                                         main_diger="dg_base")),
+                                                         main_diger="dg_base", figures_dir="figures/diagnosis")),
                     ("06_results_tables", "", dict(baseline="ts_s2026", pairs=pairs))]
 
 
@@ -307,7 +308,8 @@ def _unigrec() -> list[Step]:
     d = dict(dataset="Beauty", artifacts_dir="diagnosis")  # $DIGER_ARTIFACTS/diagnosis: its tokenizer
     steps = [("04_train_recommender", f"ug_{v.lower()}", dict(d, **_DIAG_TRAIN, **_COSINE, **_UNIGREC, unigrec_variant=v))
              for v in ("M6", "M1", "M2", "M3", "M4", "M5", "M0")]
-    return steps + [("05_sid_dynamics_figures", "", dict(runs="ug_m2,ug_m3,ug_m6", main_diger="ug_m6")),
+    return steps + [("05_sid_dynamics_figures", "", dict(runs="ug_m2,ug_m3,ug_m6", main_diger="ug_m6",
+                                                         figures_dir="figures/unigrec")),
                     ("06_results_tables", "", dict(baseline="diagnosis/ts_cosine",
                                                    pairs="ug_m6:diagnosis/dg_cosine"))]
 

@@ -367,3 +367,16 @@ def test_workers_children_decide_skip_finished_at_their_turn(monkeypatch, tmp_pa
     args.skip_finished = False  # without the flag, every step runs and no child skips
     assert runner.run_profile_parallel("x", steps, args, "cmd") == 0
     assert len(started) == 3 and not any("--skip-finished" in c for c in started)
+
+
+def test_no_two_profiles_write_the_same_sid_dynamics_figures():
+    """Notebook 05 writes fig2/fig6/fig7/diagnostics into its figures_dir: each built-in profile gets its own folder,
+    except the two that regenerate the paper's own figures (paper at full size, paper_cpu at CPU scale) in figures/."""
+    owners: dict[str, list[str]] = {}
+    for profile in PROFILES:
+        for stem, variant, params in steps_for(profile):
+            if stem == "05_sid_dynamics_figures":
+                final, full, _ = runner.plan_step(profile, stem, variant, params)
+                owners.setdefault(full["figures_dir"], []).append(profile)
+    assert sorted(owners["figures"]) == ["paper", "paper_cpu"]
+    assert all(len(v) == 1 for k, v in owners.items() if k != "figures"), owners
