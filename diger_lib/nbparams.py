@@ -40,6 +40,9 @@ def check_injected(history: Sequence[str] | None = None) -> None:
     ``history`` is the kernel's input history, oldest first, ending with the cell that calls this (IPython's
     ``In``); by default it is read from the running IPython kernel.
     """
+    from .niceness import honour_nice
+
+    honour_nice()  # every notebook's first call: a niced runner's kernel yields the CPU (niceness.py says why)
     history = list(_history() if history is None else history)
     for i in range(len(history) - 2, 0, -1):  # the latest injected cell before the calling one
         if history[i].strip().splitlines()[:1] == [INJECTED_HEADER]:
