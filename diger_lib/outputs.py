@@ -19,6 +19,11 @@ from .paths import rqvae_name
 ENCODE, PRETRAIN, TRAIN = "02_encode_item_text", "03_pretrain_rqvae", "04_train_recommender"
 
 
+def tokenizer_shape(params: Mapping[str, Any]) -> tuple[int, int]:
+    """(K, m) of the tokenizer a step writes or reads: notebook 03's and 04's defaults are 256 codes, 3 levels."""
+    return int(params.get("codebook_size", 256)), int(params.get("n_levels", 3))
+
+
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -48,7 +53,7 @@ def stale_reason(stem: str, params: Mapping[str, Any], finished: Mapping[str, An
     if stem == ENCODE:
         emb = art / ds / "item_emb.npy"
         return None if emb.is_file() else f"its embeddings {emb} are not in the artifacts"
-    K, m = int(params.get("codebook_size", 256)), int(params.get("n_levels", 3))
+    K, m = tokenizer_shape(params)
     if stem == PRETRAIN:
         codes = ids_file(art, "", ds, K=K, m=m)
         missing = [p.name for p in (codes.with_name("rqvae.pt"), codes) if not p.is_file()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from .outputs import ENCODE, PRETRAIN, TRAIN, tokenizer_shape
 from .profiles import Step
 
 
@@ -17,8 +18,7 @@ def label_of(stem: str, variant: str) -> str:
 
 
 # Trainings share the cores (``cores // N`` threads each, runner.child_threads); every other step gets them all.
-PARALLEL_STEMS = frozenset({"04_train_recommender"})
-ENCODE, PRETRAIN, TRAIN = "02_encode_item_text", "03_pretrain_rqvae", "04_train_recommender"
+PARALLEL_STEMS = frozenset({TRAIN})
 
 # What waits for what is read off the artifacts each step writes and reads:
 # - notebook 02 writes a dataset's embeddings (artifacts folder, dataset): it waits for every earlier step of that
@@ -32,10 +32,10 @@ ENCODE, PRETRAIN, TRAIN = "02_encode_item_text", "03_pretrain_rqvae", "04_train_
 # So Table 5's tokenizer for K = 128 starts while K = 256 trainings still run, and its training beside them.
 
 
-def _keys(stem: str, params: dict[str, Any]) -> tuple[tuple, tuple]:
+def _keys(params: dict[str, Any]) -> tuple[tuple, tuple]:
     """(dataset key, tokenizer key) of a step's artifacts."""
     ds = (str(params.get("artifacts_dir", "")), str(params.get("dataset", "")))
-    return ds, ds + (int(params.get("codebook_size", 256)), int(params.get("n_levels", 3)))
+    return ds, ds + tokenizer_shape(params)
 
 
 def dependencies(steps: list[Step], resolve: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
@@ -51,7 +51,7 @@ def dependencies(steps: list[Step], resolve: Callable[[str, dict[str, Any]], dic
     labels = {label_of(stem, variant): i for i, (stem, variant, _) in enumerate(steps)}
     for i, (stem, _, params) in enumerate(steps):
         full = resolve(stem, params) if resolve else params
-        ds, tok = _keys(stem, full)
+        ds, tok = _keys(full)
         d = {barrier} if barrier is not None else set()
         if stem == ENCODE:
             d |= set(seen_ds.get(ds, []))
