@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha2
 PROFILE ?= quick
 WORKERS ?= 2
 
-.PHONY: setup data quick smoke paper paper-cpu paper-two-stage paper-two-stage-cosine baselines peer-tiger test test-fast test-browser diagnosis
+.PHONY: setup data quick smoke paper paper-cpu paper-two-stage paper-two-stage-cosine baselines peer-tiger unigrec test test-fast test-browser diagnosis
 
 # The git diff driver and the nbstripout filter are set with paths relative to the repository: git runs them from
 # the top of the working tree, so each clone and each worktree (worktrees share one .git/config) uses its own venv.
@@ -58,10 +58,15 @@ paper-two-stage-cosine: data
 baselines: data
 	$(VPY) -m diger_lib.runner --profile baselines --skip-finished $(RUNNER_ARGS)
 
-# Issue 10, part 2: cornac's TIGER beside our Two-Stage at the diagnosis budget (notebook 04b; needs the diagnosis
-# profile's embeddings and tokenizer in $DIGER_ARTIFACTS/diagnosis). Speed alone: benchmarks/bench_peer_tiger.py.
+# Issue 10, part 2: cornac's TIGER beside our Two-Stage at the diagnosis budget (notebook 04b; needs paper_cpu's
+# Beauty embeddings and tokenizer in $DIGER_ARTIFACTS/paper_cpu). Speed alone: benchmarks/bench_peer_tiger.py.
 peer-tiger: data
 	$(VPY) -m diger_lib.runner --profile peer_tiger --skip-finished $(RUNNER_ARGS)
+
+# Issue 10, part 3: UniGRec's Table 3 (M0-M6) with STE and DIGER on paper_cpu's Beauty tokenizer (needs
+# $DIGER_ARTIFACTS/paper_cpu's Beauty notebooks 02/03; M4-M6 the SASRec teacher of `make baselines`).
+unigrec: data
+	$(VPY) -m diger_lib.runner --profile unigrec --skip-finished --workers $(WORKERS) $(RUNNER_ARGS)
 
 test: data
 	$(VPY) -m pytest -q

@@ -292,26 +292,30 @@ def _paper_cpu() -> list[Step]:
                     ("06_results_tables", "", dict(pairs=pairs, n_boot=2000))]
 
 
-# UniGRec (issue 10, part 3) on Beauty at the diagnosis budget and recipe (500 warm-up steps + cosine, the study's best,
-# which every paper_cpu row uses) and on the diagnosis tokenizer, so its rows compare with the diagnosis profile's
-# Two-Stage and DIGER on that recipe, ts_cosine and dg_cosine (3 seeds each; notebook 06, baseline
-# "diagnosis/ts_cosine"). M4-M6 read the SASRec teacher
-# that the `baselines` profile (notebook 03b) exports. UniGRec's section 4.1: tokenizer lr from its grid {2e-7, 2e-8};
-# recommender lr 2e-3 is in its grid {2e-3, 5e-3, 8e-3} and is the study's. Stage 1 starts
-# from the notebook-03 tokenizer; M1-M2 share one stage 1 and M3-M6 another (cached beside the tokenizer).
+# UniGRec (issue 10, part 3) on Beauty at paper_cpu's budget and recipe (the diagnosis budget with 500 warm-up steps +
+# cosine), on paper_cpu's Beauty tokenizer ($DIGER_ARTIFACTS/paper_cpu, which `make paper-cpu` builds first), with its
+# own Two-Stage (M0 is TIGER), STE and DIGER (FrqUD) on those very IDs, so every comparison is paired over the same IDs
+# and test users (tokenizers differ between CPU types, README note 14). Until session 14 it read the diagnosis
+# tokenizer and compared with the diagnosis rows ts_cosine / dg_cosine; their tokenizer (Intel, 474053bd...) is paper_cpu's
+# Table 2 one, and a new machine rebuilds the two alike. M4-M6 read the SASRec teacher that the `baselines` profile
+# (notebook 03b) exports. UniGRec's section 4.1: tokenizer lr from its grid {2e-7, 2e-8}; recommender lr 2e-3 is in its
+# grid {2e-3, 5e-3, 8e-3} and is the study's. Stage 1 starts from the notebook-03 tokenizer; M1-M2 share one stage 1
+# and M3-M6 another (cached beside the tokenizer).
 _UNIGREC = dict(method="unigrec", tokenizer_lr=2e-7)
+# M4-M6 last: they need the teacher, which the SASRec grid gives only once it has finished
+_UNIGREC_ORDER = ("M0", "M1", "M3", "M2", "M4", "M5", "M6")
 
 
 def _unigrec() -> list[Step]:
-    """UniGRec full (M6), then the rest of its Table 3. M0 (TIGER) is Two-Stage: with seed 2026 it should repeat the
-    diagnosis row ts_cosine exactly (a check). M4-M6 need the SASRec teacher in $DIGER_ARTIFACTS/Beauty/teachers/sasrec/."""
-    d = dict(dataset="Beauty", artifacts_dir="diagnosis")  # $DIGER_ARTIFACTS/diagnosis: its tokenizer
-    steps = [("04_train_recommender", f"ug_{v.lower()}", dict(d, **_DIAG_TRAIN, **_COSINE, **_UNIGREC, unigrec_variant=v))
-             for v in ("M6", "M1", "M2", "M3", "M4", "M5", "M0")]
-    return steps + [("05_sid_dynamics_figures", "", dict(runs="ug_m2,ug_m3,ug_m6", main_diger="ug_m6",
+    """UniGRec's Table 3 (M0-M6) and the three methods it is set beside, all at seed 2026 on one tokenizer; notebook
+    06 compares every row with M0 (TIGER = Two-Stage) and the full UniGRec (M6) with DIGER."""
+    t = dict(_cpu_train("Beauty"), seed=2026, artifacts_dir="paper_cpu")
+    steps = [("04_train_recommender", f"ug_{v.lower()}", dict(t, **_UNIGREC, unigrec_variant=v)) for v in _UNIGREC_ORDER]
+    steps[1:1] = [("04_train_recommender", "ste", dict(t, method="ste")),
+                  ("04_train_recommender", "diger_frqud", dict(t, method="diger", decay="frqud", **_CPU_DIGER))]
+    return steps + [("05_sid_dynamics_figures", "", dict(runs="ste,diger_frqud,ug_m2,ug_m3,ug_m6", main_diger="ug_m6",
                                                          figures_dir="figures/unigrec")),
-                    ("06_results_tables", "", dict(baseline="diagnosis/ts_cosine",
-                                                   pairs="ug_m6:diagnosis/dg_cosine"))]
+                    ("06_results_tables", "", dict(baseline="ug_m0", pairs="ug_m6:diger_frqud"))]
 
 
 # Issue 10, parts 1 and 4: Table 3's conventional rows that cornac has, on our split and metrics (notebook 03b). SASRec
@@ -356,11 +360,12 @@ def _yelp_cf() -> list[Step]:
 
 
 # Issue 10, part 2: a peer's TIGER (cornac, notebook 04b) beside our Two-Stage on Beauty at the diagnosis budget (4 x
-# 65,536 samples, the same subsets; T5 2+2, d_model 128; beam 20), on the diagnosis profile's MiniLM embeddings and
-# tokenizer ($DIGER_ARTIFACTS/diagnosis), set beside its ts_cosine row (the same warm-up + cosine shape). With cornac's
-# own RQ-VAE, then with our IDs (the tokenizer out of the comparison). Each run ~2.5 h wall beside a 2-process batch.
+# 65,536 samples, the same subsets; T5 2+2, d_model 128; beam 20), on paper_cpu's MiniLM embeddings and Beauty
+# tokenizer ($DIGER_ARTIFACTS/paper_cpu), set beside the unigrec profile's M0 (TIGER = our Two-Stage on those IDs, the
+# same warm-up + cosine shape). With cornac's own RQ-VAE, then with our IDs (the tokenizer out of the comparison).
+# Each run ~2.5 h wall beside a 2-process batch.
 def _peer_tiger() -> list[Step]:
-    d = dict(dataset="Beauty", artifacts_dir="diagnosis", compare_run="diagnosis/04_train_recommender__ts_cosine")
+    d = dict(dataset="Beauty", artifacts_dir="paper_cpu", compare_run="unigrec/04_train_recommender__ug_m0")
     return [("04b_peer_tiger", "Beauty__cornac_ids__s2026", dict(d, ids="cornac")),
             ("04b_peer_tiger", "Beauty__our_ids__s2026", dict(d, ids="ours"))]
 

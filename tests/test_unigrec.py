@@ -390,22 +390,33 @@ def test_notebook04_runs_unigrec_under_papermill(tmp_path, monkeypatch):
 
 
 def test_unigrec_profile_and_cross_profile_baseline():
-    """The lead's batch: M0-M6 at the diagnosis budget on the diagnosis tokenizer, compared (notebook 06) with the
-    diagnosis profile's Two-Stage, whose committed run the cross-profile reference must find."""
+    """The lead's batch: M0-M6 with STE and DIGER at paper_cpu's budget on paper_cpu's Beauty tokenizer, every row
+    compared (notebook 06) with M0 = Two-Stage on the same IDs; a `profile/run` reference must find another
+    profile's committed run."""
     from diger_lib import runs as R
-    from diger_lib.profiles import _DIAG_TRAIN, steps_for
+    from diger_lib.profiles import steps_for
     steps = steps_for("unigrec")  # its parameters are checked with every profile's (test_notebooks.py)
     rows = {v: p for s, v, p in steps if s == "04_train_recommender"}
-    assert {p["unigrec_variant"] for p in rows.values()} == set(TABLE3)
+    ug = {v: p for v, p in rows.items() if p["method"] == "unigrec"}
+    assert {p["unigrec_variant"] for p in ug.values()} == set(TABLE3)
+    assert {rows["ste"]["method"], rows["diger_frqud"]["method"]} == {"ste", "diger"}
+    cpu = {v: p for s, v, p in steps_for("paper_cpu") if s == "04_train_recommender"}
+    for name, ref in (("ug_m0", "Beauty__two_stage__s2026"), ("ste", "Beauty__ste__s2026"),
+                      ("diger_frqud", "Beauty__diger_frqud__s2026")):  # paper_cpu's Table 2 rows, on this tokenizer
+        own = {k: v for k, v in rows[name].items() if k not in ("artifacts_dir", "method", "tokenizer_lr")}
+        assert own == {k: v for k, v in cpu[ref].items() if k not in ("method", "tokenizer_lr")} | (
+            {"unigrec_variant": "M0"} if name == "ug_m0" else {}), name
     for p in rows.values():
-        assert p["artifacts_dir"] == "diagnosis" and p["tokenizer_lr"] in (2e-7, 2e-8)
-        assert all(p[k] == v for k, v in _DIAG_TRAIN.items())  # the diagnosis budget
-    # M0 (TIGER) trains as the diagnosis Two-Stage it is compared with: the same budget and recipe (warm-up + cosine)
-    ts = next(p for s, v, p in steps_for("diagnosis") if v == "ts_cosine")
-    assert {k: v for k, v in ts.items() if k != "method"} == {k: rows["ug_m0"][k] for k in ts if k != "method"}
+        assert p["artifacts_dir"] == "paper_cpu" and p["seed"] == 2026
+    assert all(p["tokenizer_lr"] in (2e-7, 2e-8) for p in ug.values())
+    # the teacher's variants come last: the SASRec grid gives the teacher only when it has finished
+    order = [v for v in rows]
+    assert max(order.index(v) for v in ("ste", "diger_frqud", "ug_m0", "ug_m1", "ug_m2", "ug_m3")) < min(
+        order.index(v) for v in ("ug_m4", "ug_m5", "ug_m6"))
     baseline, pairs = dict(steps[-1][2])["baseline"], dict(steps[-1][2])["pairs"]
-    assert baseline == "diagnosis/ts_cosine" and pairs == "ug_m6:diagnosis/dg_cosine"
-    assert R.other_profile_refs(baseline, "a:b,c:quick/x") == ["diagnosis/ts_cosine", "quick/x"]
+    assert baseline == "ug_m0" and pairs == "ug_m6:diger_frqud" and R.other_profile_refs(baseline, pairs) == []
+    assert R.other_profile_refs("diagnosis/ts_cosine", "a:b,c:quick/x") == ["diagnosis/ts_cosine", "quick/x"]
+    baseline = "diagnosis/ts_cosine"
     runs_dir = ROOT / "papermill_runs" / "unigrec"
     assert R.resolve_run(runs_dir, "ts") == runs_dir / "04_train_recommender__ts"
     ref, = R.read_refs(runs_dir, [baseline])
