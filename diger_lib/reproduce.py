@@ -37,7 +37,9 @@ TABLE4_ROWS = {"two_stage": "Two-Stage", "ste": "Naive E2E (STE)", MAIN_DIGER: "
 ABLATIONS = ("abl_no_gumbel", "abl_hard_update", "abl_tau_anneal", "abl_gaussian")
 TABLE5_GRID = ((128, 3), (256, 3), (512, 3), (256, 2), (256, 4))  # (K, m); K=256, m=3 is the Table 2 run
 # Figure 5's grids: a subset of the paper's (r in 1.0-3.0, lambda in 1.0-2.0, section 5.1) that fits the CPU budget
-# (profiles._CPU_FIG5); the defaults r = 1.5 and lambda = 1.4 are the Table 2 runs.
+# (profiles._CPU_FIG5); the defaults r = 1.5 and lambda = 1.4 have sweep runs of their own (the same settings as
+# Table 2's DIGER rows), so every point of a sweep is on one tokenizer; where a sweep's default run is missing, the
+# Table 2 run stands in (with its IDs in the table).
 FIG5_R = (1.0, 1.5, 2.0, 3.0)  # hot-code ratio r (FrqUD, Eq. 12)
 FIG5_LAMBDA = (1.0, 1.4, 2.0)  # SDUD lambda (Eq. 9)
 FLAT_SE = 3.0  # Figure 5 "flat": every grid point's R@10 within FLAT_SE test-set standard errors of each other
@@ -48,11 +50,16 @@ def table5_key(K: int, m: int) -> str:
 
 
 def fig5_key(param: str, value: float) -> str:
+    """The run key of Figure 5's sweep at ``param = value`` (``frqud_r1.5``, ``sdud_lambda2``, ...)."""
     if param == "r":
-        return "diger_frqud" if value == 1.5 else f"frqud_r{value:g}"
+        return f"frqud_r{value:g}"
     if param == "lambda":
-        return "diger_sdud" if value == 1.4 else f"sdud_lambda{value:g}"
+        return f"sdud_lambda{value:g}"
     raise ValueError(f"unknown Figure 5 parameter {param!r}; use 'r' or 'lambda'")
+
+
+# the Table 2 run with the same settings as the sweep's default point, which stands in when that run is missing
+FIG5_DEFAULTS = {("r", 1.5): "diger_frqud", ("lambda", 1.4): "diger_sdud"}
 
 
 class Cell(NamedTuple):
@@ -159,7 +166,10 @@ def fig5(cells: dict[tuple[str, str], Cell], datasets: Sequence[str] = ("Beauty"
     for ds in datasets:
         for param, grid in (("r", FIG5_R), ("lambda", FIG5_LAMBDA)):
             for v in grid:
-                row = _row(ds, f"{param}={v:g}", fig5_key(param, v), {}, cells)
+                key = fig5_key(param, v)
+                if (ds, key) not in cells:  # a default point without its sweep run: the Table 2 run stands in
+                    key = FIG5_DEFAULTS.get((param, v), key)
+                row = _row(ds, f"{param}={v:g}", key, {}, cells)
                 rows.append(dict(row, param=param, value=v))
     return pd.DataFrame(rows)
 

@@ -7,6 +7,7 @@ import pytest
 
 from diger_lib import batch_timing as BT
 from diger_lib import reproduce as RP
+from diger_lib.config import AssignConfig
 from diger_lib.runs import Run
 
 
@@ -56,9 +57,16 @@ def test_ablation_table5_and_fig5_claims():
     runs += [run(f"Beauty__{k}__s1", 0.02) for k in RP.ABLATIONS[:-1]] + [run("Beauty__abl_gaussian__s1", 0.04)]
     runs += [run(f"Beauty__K{K}_m{m}", 0.02) for K, m in RP.TABLE5_GRID if (K, m) != (256, 3)]
     # Figure 5 on Beauty: r flat (within 3 SE ~ 3 * 0.00116), lambda not
+    # (r = 1.5 has no sweep run: Table 2's diger_frqud stands in; lambda = 1.4 has its own, not Table 2's diger_sdud)
     runs += [run(f"Beauty__{RP.fig5_key('r', v)}", 0.031 + 0.0005 * i) for i, v in enumerate(RP.FIG5_R) if v != 1.5]
     runs += [run(f"Beauty__{RP.fig5_key('lambda', v)}", 0.01 + 0.01 * i) for i, v in enumerate(RP.FIG5_LAMBDA)]
+    runs += [run("Beauty__diger_sdud__s1", 0.5)]
     rep = RP.reproduce(runs, [], datasets=("Beauty",))
+    f5 = rep.fig5.set_index(["dataset", "param", "value"])
+    assert f5.loc[("Beauty", "r", 1.5), "key"] == "diger_frqud"
+    assert f5.loc[("Beauty", "r", 1.5), "R@10"] == pytest.approx(0.031)
+    assert f5.loc[("Beauty", "lambda", 1.4), "key"] == "sdud_lambda1.4"
+    assert f5.loc[("Beauty", "lambda", 1.4), "R@10"] == pytest.approx(0.02)
     cl = rep.claims[rep.claims["metric"] == "R@10"].set_index(["claim", "dataset"])
     assert cl.loc[("uncertainty decay helps (w/ UD > w/o UD)", "Beauty"), "agrees"] is True
     assert cl.loc[("removing it hurts: w/o UD > -w/o Gumbel Noise", "Beauty"), "agrees"] is True
@@ -117,6 +125,11 @@ def test_paper_cpu_profile_makes_every_run_the_tables_read():
     assert cells[("Beauty", "two_stage")].seeds == (2026, 2027)  # Beauty's Table 2 has two seeds
     params = {v: p for s, v, p in steps if s == "04_train_recommender"}
     assert params["Beauty__K512_m3__s2026"]["codebook_size"] == 512 and params["Beauty__frqud_r3__s2026"]["frqud_r"] == 3.0
+    for ds in ("Beauty", "Instruments"):  # the sweep's own default points train exactly as Table 2's DIGER rows
+        for key, row, extra in (("frqud_r1.5", "diger_frqud", "frqud_r"), ("sdud_lambda1.4", "diger_sdud", "sdud_lambda")):
+            sweep, t2 = params[f"{ds}__{key}__s2026"], params[f"{ds}__{row}__s2026"]
+            assert {k: v for k, v in sweep.items() if k != extra} == {k: v for k, v in t2.items() if k != "seed"}
+            assert sweep[extra] == getattr(AssignConfig(), extra)  # the default, which Table 2's rows leave implicit
     assert params["Beauty__abl_no_gumbel__s2026"]["noise"] == "none"
     tables = dict(steps_for("paper_cpu")[-1][2])
     pairs = dict(p.split(":") for p in tables["pairs"].split(","))
