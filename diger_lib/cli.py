@@ -155,6 +155,32 @@ def _table3(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(args: argparse.Namespace) -> int:
+    from .watch import report
+
+    try:
+        print(report(args.runs, args.profiles))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _readme_results(args: argparse.Namespace) -> int:
+    from .atomic import atomic_open
+    from .reproduce import readme_results
+
+    try:
+        text = readme_results(Path(args.readme).read_text(encoding="utf-8"), args.figures)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    with atomic_open(args.readme, "w") as fh:
+        fh.write(text)
+    print(f"{args.readme}: Results block regenerated from {args.figures}/")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="diger_lib.cli")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -202,28 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     t3.add_argument("--generative", default="paper_cpu", help="the profile whose notebook-04 runs fill TIGER, LETTER, "
                     "DIGER and the floors ('' for none)")
     t3.add_argument("--figures", default="figures")
+    pg = sub.add_parser("progress", help="what a running batch is doing: the last line each running step printed "
+                        "(read from its notebook, which papermill saves while a cell runs)")
+    pg.add_argument("profiles", nargs="*", help="profiles to look at (default: every one with runs)")
+    pg.add_argument("--runs", default="papermill_runs", help="the runs root (the runner's working tree's)")
     args = ap.parse_args(argv)
-    if args.cmd == "table3":
-        return _table3(args)
-    if args.cmd == "id-signal":
-        return _id_signal(args)
-    if args.cmd == "compare":
-        return _compare(args)
-    if args.cmd == "study":
-        return _study(args)
-    if args.cmd == "readme-results":
-        from .atomic import atomic_open
-        from .reproduce import readme_results
-
-        try:
-            text = readme_results(Path(args.readme).read_text(encoding="utf-8"), args.figures)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        with atomic_open(args.readme, "w") as fh:
-            fh.write(text)
-        print(f"{args.readme}: Results block regenerated from {args.figures}/")
-    elif args.cmd == "setup-data":
+    handlers = {"progress": _progress, "table3": _table3, "id-signal": _id_signal, "compare": _compare,
+                "study": _study, "readme-results": _readme_results}
+    if args.cmd in handlers:
+        return handlers[args.cmd](args)
+    if args.cmd == "setup-data":
         try:
             files = setup_data(args.source, args.dest, copy=args.copy)
         except DataError as e:
