@@ -49,9 +49,10 @@ paper-cpu: data
 paper-two-stage: data
 	$(VPY) -m diger_lib.runner --profile paper_two_stage $(RUNNER_ARGS)
 
-# The same at full size with 500 warm-up steps + cosine over 20 epochs (the diagnosis study's recipe); resumes likewise.
+# The same at full size with 500 warm-up steps + cosine over 20 epochs (the diagnosis study's recipe), and DIGER (FrqUD)
+# beside it (two workers, one thread each); run it again to resume (finished notebooks 02/03 are skipped).
 paper-two-stage-cosine: data
-	$(VPY) -m diger_lib.runner --profile paper_two_stage_cosine $(RUNNER_ARGS)
+	$(VPY) -m diger_lib.runner --profile paper_two_stage_cosine --skip-finished --workers $(WORKERS) $(RUNNER_ARGS)
 
 # Table 3's conventional rows with cornac (notebook 03b: SASRec, MF, BERT4Rec on Beauty, Instruments, Yelp; README
 # "Conventional baselines (cornac)" sizes it). Resumable per run with --skip-finished; SASRec is UniGRec's teacher.
