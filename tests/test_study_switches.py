@@ -428,3 +428,22 @@ def test_tokenizer_losses_off_needs_a_coupling():
         JointConfig(coupling="none", tokenizer_losses=False)
     with pytest.raises(ConfigError, match="must be True or False"):
         JointConfig(tokenizer_losses="no")
+
+
+def test_study_choice_first_epoch_is_two_stages(tmp_path):
+    """The study's DIGER (profiles.DIGER_CHOICE: table labels, `embeddings` coupling) reads and predicts the epoch's
+    deterministic IDs, and the noise only shapes the codebooks' gradient, so its first epoch trains the recommender
+    exactly as Two-Stage does (measured in paper_cpu and the full-size pair, README), while its tokenizer learns.
+    Each trainer is fitted right after it is built: fit() continues the global RNG stream its construction left."""
+    from diger_lib.profiles import DIGER_CHOICE
+
+    ts = build("two_stage", tmp_path / "ts", epochs=1)
+    a = ts.fit().history[-1]
+    dg = build("diger", tmp_path / "dg", epochs=1, decay="frqud",
+               assign={k: DIGER_CHOICE[k] for k in ("frqud_mode", "sim")},
+               joint={k: DIGER_CHOICE[k] for k in ("labels", "coupling", "tokenizer_train", "eval_ids")},
+               train={"tokenizer_lr": 1e-2})  # loud, so the tokenizer visibly moves within the epoch
+    b = dg.fit().history[-1]
+    assert a["loss_gen"] == b["loss_gen"] and a["val_ndcg10"] == b["val_ndcg10"]
+    assert all(torch.equal(p, q) for p, q in zip(ts.model.state_dict().values(), dg.model.state_dict().values()))
+    assert b["tok_delta_codebooks"] > 0 and b["drift_cum"] > 0  # the IDs moved: the next epoch's table differs
