@@ -91,3 +91,18 @@ def rqvae_name(K: int, m: int) -> str:
 def rqvae_dir(artifacts_dir: Path | str, dataset: str, K: int, m: int) -> Path:
     """Where notebook 03 saves a tokenizer of K codes per level and m levels (``rqvae.pt``, ``codes.npy``)."""
     return dataset_artifacts(artifacts_dir, dataset) / rqvae_name(K, m)
+
+
+# The runner executes a step into a hidden staging folder beside its final one and renames it when the step finished;
+# its checkpoint run name and `cli progress` read the step's name back from that folder's name.
+STAGING_SUFFIX = ".partial"
+
+
+def staging_dir(final: Path) -> Path:
+    """Where the runner executes the step whose finished run goes to ``final``: ``.<name>.partial`` beside it."""
+    return final.with_name(f".{final.name}{STAGING_SUFFIX}")
+
+
+def run_of_folder(name: str) -> str:
+    """The run name of a run folder or of its staging folder (``.<name>.partial`` -> ``<name>``)."""
+    return name.strip(".").replace(STAGING_SUFFIX, "")

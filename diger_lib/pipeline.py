@@ -30,7 +30,7 @@ from .data import Split, dataset_dir, load_index_codes, make_ids_unique, sha256_
 from .outputs import ids_file
 from .joint import JointTokenizer, assign_config_for
 from .parallel import DataParallelTrainer, Group, check_batch_size
-from .paths import dataset_artifacts, display_path, rqvae_dir
+from .paths import dataset_artifacts, display_path, run_of_folder, rqvae_dir
 from .records import write_json
 from .rqvae import RQVAE
 from .runtime import resolve_device, seed_everything
@@ -324,7 +324,7 @@ def recommend_for(trainer: Trainer, item_ids: np.ndarray | torch.Tensor, samples
 # ------------------------------------------------------------------------------------------------------------
 def run_name_for(out_dir: str) -> str:
     """The checkpoint folder's run name of a notebook-04 output folder (the runner's staging suffix dropped)."""
-    return Path(out_dir).name.strip(".").replace(".partial", "")
+    return run_of_folder(Path(out_dir).name)
 
 
 def train(spec: RunSpec, split: Split, artifacts_dir: Path | str, run_name: str, *, params: Mapping[str, Any],

@@ -30,7 +30,7 @@ from .config import ConfigError, reject_unknown
 from .lock import LockHeld, profile_lock
 from .outputs import stale_reason
 from .provenance import git_commit, hardware, versions
-from .paths import ROOT, artifacts_dir, relative, relative_text
+from .paths import ROOT, artifacts_dir, relative, relative_text, staging_dir
 from .profile_files import ProfileFileError, load_profile_file
 from .profiles import PROFILES, Step, steps_for
 from .schedule import PARALLEL_STEMS, SchedulingError, dependencies, label_of, run_parallel  # noqa: F401 (re-exported)
@@ -259,7 +259,7 @@ def run_step(profile: str, stem: str, variant: str, params: dict[str, Any], *, r
     old = finished_config(final, stem)
     if old is not None:
         log(f"  replacing the finished run {relative(final)} ({config_changes(old, config_view)})")
-    staging = final.with_name(f".{name}.partial")
+    staging = staging_dir(final)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     full["out_dir"] = relative(staging)

@@ -7,8 +7,11 @@ notebook while a cell runs (every 30 s by default), so its last output line is t
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import NamedTuple
+
+from .paths import STAGING_SUFFIX, run_of_folder
 
 
 class Running(NamedTuple):
@@ -39,14 +42,13 @@ def last_line(notebook: dict) -> str:
 
 
 def running(runs_dir: Path | str, now: float | None = None) -> list[Running]:
-    """Every step of a profile's runs folder that is being executed (its ``.<step>.partial`` folder), oldest first."""
-    import time
-
+    """Every step of a profile's runs folder that is being executed (its ``.<step>.partial`` folder, ``paths.
+    staging_dir``), the one saved longest ago first."""
     now = time.time() if now is None else now
     out = []
-    for folder in sorted(Path(runs_dir).glob(".*.partial")):
+    for folder in sorted(Path(runs_dir).glob(f".*{STAGING_SUFFIX}")):
         books = sorted(folder.glob("*.ipynb"))
-        step = folder.name[1:-len(".partial")]
+        step = run_of_folder(folder.name)
         if not books:
             out.append(Running(step, "(starting: no notebook saved yet)", now - folder.stat().st_mtime))
             continue

@@ -415,11 +415,11 @@ def test_unigrec_profile_and_cross_profile_baseline():
         order.index(v) for v in ("ug_m4", "ug_m5", "ug_m6"))
     baseline, pairs = dict(steps[-1][2])["baseline"], dict(steps[-1][2])["pairs"]
     assert baseline == "ug_m0" and pairs == "ug_m6:diger_frqud" and R.other_profile_refs(baseline, pairs) == []
-    assert R.other_profile_refs("diagnosis/ts_cosine", "a:b,c:quick/x") == ["diagnosis/ts_cosine", "quick/x"]
-    baseline = "diagnosis/ts_cosine"
+    other = "diagnosis/ts_cosine"  # a committed run of another profile, as notebook 06 may name one
+    assert R.other_profile_refs(other, "a:b,c:quick/x") == [other, "quick/x"]
     runs_dir = ROOT / "papermill_runs" / "unigrec"
     assert R.resolve_run(runs_dir, "ts") == runs_dir / "04_train_recommender__ts"
-    ref, = R.read_refs(runs_dir, [baseline])
-    assert ref.name == baseline and ref.metrics["method"] == "two_stage" and len(ref.ranks()) == ref.metrics["n_test_users"]
+    ref, = R.read_refs(runs_dir, [other])
+    assert ref.name == other and ref.metrics["method"] == "two_stage" and len(ref.ranks()) == ref.metrics["n_test_users"]
     with pytest.raises(FileNotFoundError, match="names no finished run"):
         R.read_refs(runs_dir, ["diagnosis/nope"])
