@@ -7,6 +7,7 @@ holder died, and the next runner takes it over with a warning.
 """
 from __future__ import annotations
 
+import calendar
 import contextlib
 import json
 import os
@@ -21,6 +22,9 @@ try:
     import fcntl
 except ImportError:  # Windows: no flock; the runner then runs unlocked
     fcntl = None
+
+
+LOCK_NAME = ".runner.lock"  # in papermill_runs/<profile>/
 
 
 class LockHeld(RuntimeError):
@@ -42,6 +46,38 @@ def _holder(path: Path) -> dict:
             return info
         time.sleep(0.05)
     return {}
+
+
+def started_at(info: dict) -> float:
+    """When the holder started (seconds since the epoch): its ``started_unix``, or for a lock written before that field
+    existed its ``started`` text (local time, as ``profile_lock`` writes it); 0.0 when neither can be read."""
+    if isinstance(info.get("started_unix"), (int, float)):
+        return float(info["started_unix"])
+    try:
+        t = time.strptime(str(info.get("started", "")), "%Y-%m-%d %H:%M:%S %Z")
+    except ValueError:
+        return 0.0
+    return float(calendar.timegm(t) if t.tm_zone in ("UTC", "GMT") or str(info["started"]).endswith(("UTC", "GMT"))
+                 else time.mktime(t))
+
+
+def live_holder(path: Path | str) -> dict | None:
+    """The runner that holds the lock at ``path`` as its text names it, or None when no runner does: no file (a
+    runner removes it when it ends), or a holder on this host whose process is gone (killed, or the machine stopped).
+    It reads the text and asks the OS about the pid without touching the lock, so it never delays a starting runner;
+    a holder on another host (a shared disk) counts as alive. A reused pid reads as alive: rare, and only cosmetic."""
+    info = _holder(Path(path)) if Path(path).is_file() else {}
+    if not info:
+        return None
+    pid = info.get("pid")
+    if info.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0:
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return None
+        except (PermissionError, OverflowError):
+            pass  # another user's process (so it exists), or a pid beyond the OS's range: say alive
+    return info
 
 
 def _open_locked(path: Path) -> int | None:
@@ -66,7 +102,7 @@ def profile_lock(path: Path | str, command: str, warn: Callable[[str], None] = p
     """Hold the lock at ``path`` for the ``with`` block; raise ``LockHeld`` naming the holder if it is taken."""
     path = Path(path)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-          "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+          "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "started_unix": time.time()}
     if fcntl is None:
         yield me
         return

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import ConfigError, reject_unknown
-from .lock import LockHeld, profile_lock
+from .lock import LOCK_NAME, LockHeld, profile_lock
 from .outputs import stale_reason
 from .provenance import git_commit, hardware, versions
 from .paths import ROOT, artifacts_dir, relative, relative_text, staging_dir
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     command = command or _command(argv)
     if args.no_lock:  # a --workers child: its parent holds the profile's lock
         return run_profile(profile, steps, skip_finished=args.skip_finished, command=command)
-    lock = RUNS / profile / ".runner.lock"
+    lock = RUNS / profile / LOCK_NAME
     try:
         with profile_lock(lock, command, warn=lambda s: print(s, file=sys.stderr)):
             if args.workers > 1:

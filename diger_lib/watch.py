@@ -3,7 +3,8 @@
 The runner executes a step into ``papermill_runs/<profile>/.<step>.partial/<stem>.ipynb`` and papermill saves that
 notebook while a cell runs (every 30 s by default), so its last output line is the step's progress (a training's
 ``epoch 3: 41% ... loss=2.9``, a test's ``recommend: 60% ...``). ``--workers`` children log only their header to
-``.logs/``; ``python -m diger_lib.cli progress <profile>`` reads the notebooks instead."""
+``.logs/``; ``python -m diger_lib.cli progress <profile>`` reads the notebooks instead. A staging folder whose
+profile no live runner holds (``lock.live_holder``) is an interrupted run, and the report says so."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from .lock import LOCK_NAME, live_holder, started_at
 from .paths import STAGING_SUFFIX, run_of_folder
 
 
@@ -60,15 +62,27 @@ def running(runs_dir: Path | str, now: float | None = None) -> list[Running]:
     return sorted(out, key=lambda r: -r.age_seconds)
 
 
+def _stopped(step: Running, holder: dict | None, now: float) -> str:
+    """"" for a step the profile's live runner is executing; otherwise the words that say it was interrupted. The runner
+    makes a step's staging folder afresh when it starts it, so a folder last saved before the holder started (by more
+    than a clock's tick) is an earlier, interrupted runner's."""
+    if holder is not None and now - step.age_seconds >= started_at(holder) - 1.0:
+        return ""
+    why = "no runner holds this profile" if holder is None else "left by an earlier runner, not this one's"
+    return f"; STOPPED: {why}; --skip-finished resumes it"
+
+
 def report(runs_root: Path | str, profiles: list[str]) -> str:
     """One line per running step of each profile (every profile with a runs folder when ``profiles`` is empty)."""
-    root = Path(runs_root)
+    root, now = Path(runs_root), time.time()
     if not profiles:
         profiles = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     lines = []
     for profile in profiles:
         if not (root / profile).is_dir():
             raise FileNotFoundError(f"{root / profile} not found: no runs of profile {profile!r} here")
-        for r in running(root / profile):
-            lines.append(f"{profile}/{r.step}: {r.line}  (saved {r.age_seconds:.0f} s ago)")
+        steps = running(root / profile)
+        holder = live_holder(root / profile / LOCK_NAME) if steps else None
+        for r in steps:
+            lines.append(f"{profile}/{r.step}: {r.line}  (saved {r.age_seconds:.0f} s ago{_stopped(r, holder, now)})")
     return "\n".join(lines) if lines else "nothing running in " + ", ".join(profiles)

@@ -54,3 +54,59 @@ def test_running_steps_of_a_profile(tmp_path, capsys):
 def test_report_names_a_missing_runs_root(tmp_path):
     with pytest.raises(FileNotFoundError):
         W.report(tmp_path / "nope", ["paper_cpu"])
+
+
+def _lock(prof, **info):
+    import socket
+    (prof / ".runner.lock").write_text(json.dumps({"host": socket.gethostname(), "command": "runner", **info}))
+
+
+def test_report_tells_an_interrupted_step_from_a_running_one(tmp_path):
+    """A staging folder is running only while a live runner holds its profile and made it after it started; a killed
+    runner's folder (no holder, a dead pid, or older than the live holder) is reported as stopped."""
+    import subprocess
+    import sys
+    import time
+
+    from diger_lib import lock as L
+
+    prof = tmp_path / "baselines"
+    old, new = prof / ".03b_x__Yelp.partial", prof / ".03b_x__Beauty.partial"
+    for folder, saved in ((old, 1_000.0), (new, 5_000.0)):
+        folder.mkdir(parents=True)
+        (folder / "03b_x.ipynb").write_text(json.dumps(_book(f"epoch {int(saved)}\n")))
+        os.utime(folder / "03b_x.ipynb", (saved, saved))
+
+    def lines():
+        return dict(line.split(": ", 1) for line in W.report(tmp_path, ["baselines"]).splitlines())
+
+    got = lines()  # no lock file: the runner ended or was killed
+    assert all("STOPPED: no runner holds this profile; --skip-finished resumes it" in v for v in got.values()), got
+    _lock(prof, pid=os.getpid(), started_unix=3_000.0)  # a live runner that started between the two saves
+    got = lines()
+    assert "STOPPED: left by an earlier runner" in got["baselines/03b_x__Yelp"]
+    assert got["baselines/03b_x__Beauty"].startswith("epoch 5000") and "STOPPED" not in got["baselines/03b_x__Beauty"]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _lock(prof, pid=dead.pid, started_unix=3_000.0)  # its process is gone (the machine stopped, kill -9)
+    assert L.live_holder(prof / ".runner.lock") is None
+    assert all("no runner holds" in v for v in lines().values())
+    # a lock written before started_unix existed: its local-time text is read instead
+    text = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(3_000.0))
+    assert L.started_at({"started": text}) == 3_000.0 and L.started_at({"started": "?"}) == 0.0
+    _lock(prof, pid=os.getpid(), started=text)
+    assert "STOPPED" not in lines()["baselines/03b_x__Beauty"] and "earlier runner" in lines()["baselines/03b_x__Yelp"]
+    _lock(prof, pid=os.getpid(), host="elsewhere", started_unix=3_000.0)  # another host: taken as alive
+    assert "STOPPED" not in lines()["baselines/03b_x__Beauty"]
+
+
+def test_a_runner_lock_records_when_it_started(tmp_path):
+    from diger_lib import lock as L
+
+    import time
+
+    t0 = time.time()
+    with L.profile_lock(tmp_path / L.LOCK_NAME, "runner --profile x") as me:
+        held = L.live_holder(tmp_path / L.LOCK_NAME)
+        assert held["pid"] == os.getpid() and t0 <= L.started_at(held) <= time.time() and held == me
+    assert L.live_holder(tmp_path / L.LOCK_NAME) is None  # released: its file is gone
