@@ -409,6 +409,13 @@ class GridCache:
                                 indent=1, sort_keys=True))
 
 
+def _grid_row(row: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """A grid point's row with its columns in one order: the grid's axes, then the selection (grid.json stores keys
+    sorted, so a row read back from it would otherwise give grid.csv other columns than a fresh one)."""
+    first = [*params, "best_epoch", "valid_N@10", "epochs_run"]
+    return {**{k: row[k] for k in first if k in row}, **{k: v for k, v in row.items() if k not in first}}
+
+
 def train_grid(model: Baseline | str, split: Split, cfg: FitConfig = FitConfig(), first_only: bool = False,
                log: Callable[[str], None] = print, cache_dir: Path | str | None = None, spec: str = "full",
                record: Path | str | None = None) -> Trained:
@@ -443,7 +450,7 @@ def train_grid(model: Baseline | str, split: Split, cfg: FitConfig = FitConfig()
         log(f"{model.value} {best['params']}: the kept model is another point's; fitting this one again")
         net, _ = fit(model, best["params"], split, cfg, log)
     valid = evaluate(scorer(net), split.valid, cfg.topk).metrics  # all validation users, whatever max_eval_users
-    rows = [cache.done(params)["row"] for params in points]
+    rows = [_grid_row(cache.done(params)["row"], params) for params in points]
     return Trained(net, best["params"], best["row"]["best_epoch"], valid, best["history"], rows)
 
 

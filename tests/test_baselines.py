@@ -185,6 +185,9 @@ def test_a_rerun_skips_finished_grid_points(tiny, tmp_path):
     again = B.train_grid("mf", split, QUICK, first_only=True, log=logs.append, cache_dir=tmp_path)
     assert any("skipped" in line for line in logs) and not any("epoch" in line and "valid" in line for line in logs)
     assert again.valid == first.valid and again.grid == first.grid and again.best_epoch == first.best_epoch
+    # the same grid.csv too: its columns in one order, the grid's axes first, whether a point is fresh or read back
+    assert [list(r) for r in again.grid] == [list(r) for r in first.grid]
+    assert list(first.grid[0]) == [*B.grid_points("mf")[0], "best_epoch", "valid_N@10", "epochs_run"]
     logs.clear()
     B.train_grid("mf", split, QUICK._replace(seed=1), first_only=True, log=logs.append, cache_dir=tmp_path)
     assert any("valid N@10" in line for line in logs)  # other settings train afresh
