@@ -57,8 +57,7 @@ def started_at(info: dict) -> float:
         t = time.strptime(str(info.get("started", "")), "%Y-%m-%d %H:%M:%S %Z")
     except ValueError:
         return 0.0
-    return float(calendar.timegm(t) if t.tm_zone in ("UTC", "GMT") or str(info["started"]).endswith(("UTC", "GMT"))
-                 else time.mktime(t))
+    return float(calendar.timegm(t) if t.tm_zone in ("UTC", "GMT") else time.mktime(t))
 
 
 def live_holder(path: Path | str) -> dict | None:

@@ -58,7 +58,9 @@ def test_report_names_a_missing_runs_root(tmp_path):
 
 def _lock(prof, **info):
     import socket
-    (prof / ".runner.lock").write_text(json.dumps({"host": socket.gethostname(), "command": "runner", **info}))
+
+    from diger_lib.lock import LOCK_NAME
+    (prof / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "command": "runner", **info}))
 
 
 def test_report_tells_an_interrupted_step_from_a_running_one(tmp_path):
@@ -89,7 +91,7 @@ def test_report_tells_an_interrupted_step_from_a_running_one(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     _lock(prof, pid=dead.pid, started_unix=3_000.0)  # its process is gone (the machine stopped, kill -9)
-    assert L.live_holder(prof / ".runner.lock") is None
+    assert L.live_holder(prof / L.LOCK_NAME) is None
     assert all("no runner holds" in v for v in lines().values())
     # a lock written before started_unix existed: its local-time text is read instead
     text = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(3_000.0))
