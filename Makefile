@@ -2,18 +2,18 @@
 PY      ?= python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
-STAMP   := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+STAMP   := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt pyproject.toml | sha256sum | cut -c1-12)
 PROFILE ?= quick
 WORKERS ?= 2
 
-.PHONY: setup data quick smoke paper paper-cpu paper-two-stage paper-two-stage-cosine baselines peer-tiger unigrec test test-fast test-browser diagnosis
+.PHONY: setup constraints data quick smoke paper paper-cpu paper-two-stage paper-two-stage-cosine baselines peer-tiger unigrec test test-fast test-browser diagnosis
 
 # The git diff driver and the nbstripout filter are set with paths relative to the repository: git runs them from
 # the top of the working tree, so each clone and each worktree (worktrees share one .git/config) uses its own venv.
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -r requirements.txt
+	$(VPY) -m pip install -q -r requirements.txt -c constraints.txt
 	$(VPY) -m pip install -q --no-deps -e .
 	$(VPY) -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (diger)" >/dev/null
 	-git config --local diff.jupyternotebook.command "$(VENV)/bin/git-nbdiffdriver diff" 2>/dev/null
@@ -22,6 +22,12 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 setup: $(STAMP)
+
+# After a change to requirements.txt: pin everything it resolves to (scripts/write_constraints.py).
+constraints:
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) scripts/write_constraints.py
 
 data: setup
 	$(VPY) -m diger_lib.cli setup-data
