@@ -10,8 +10,10 @@ WORKERS ?= 2
 
 # The git diff driver and the nbstripout filter are set with paths relative to the repository: git runs them from
 # the top of the working tree, so each clone and each worktree (worktrees share one .git/config) uses its own venv.
-$(STAMP): requirements.txt constraints.txt pyproject.toml
-	@test -x $(VPY) || $(PY) -m venv $(VENV)
+$(VPY):
+	$(PY) -m venv $(VENV)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -r requirements.txt -c constraints.txt
 	$(VPY) -m pip install -q --no-deps -e .
@@ -24,10 +26,8 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 setup: $(STAMP)
 
 # After a change to requirements.txt: pin everything it resolves to (scripts/write_constraints.py).
-constraints:
-	@test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) scripts/write_constraints.py
+constraints: | $(VPY)
+	$(VPY) -m scripts.write_constraints
 
 data: setup
 	$(VPY) -m diger_lib.cli setup-data

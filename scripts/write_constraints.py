@@ -3,17 +3,19 @@
 Resolves from scratch with pip's own resolver (``--dry-run --ignore-installed --report``), so what a venv happens to
 hold beside the requirements (playwright from ``make test-browser``, a package a user added) does not leak in. The
 local label of torch (``+cpu``) is dropped, so a CUDA build of the same version satisfies the pin. The file is
-written only after the resolution succeeded, through a temporary file and a rename.
+written only after the resolution succeeded (``atomic_open``). Run from the repository's top as
+``python -m scripts.write_constraints``, so it needs no ``pip install -e .`` (a venv being re-pinned may lack it).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from diger_lib.atomic import atomic_open
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = {"pip", "setuptools", "wheel"}
@@ -40,10 +42,8 @@ def resolve(requirements: Path) -> dict[str, str]:
 def main() -> None:
     pins = resolve(ROOT / "requirements.txt")
     lines = [f"{name}=={version}\n" for name, version in sorted(pins.items(), key=lambda kv: kv[0].lower())]
-    fd, tmp = tempfile.mkstemp(dir=ROOT, prefix=".constraints.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_open(ROOT / "constraints.txt", "w") as fh:
         fh.write(HEADER + "".join(lines))
-    os.replace(tmp, ROOT / "constraints.txt")
     print(f"constraints.txt: {len(lines)} packages")
 
 
