@@ -18,23 +18,38 @@ the comparison exact and nothing else:
   every other row uses.
 
 Training and decoding wall times are recorded separately (tokenizer, training steps, validation, test decoding).
+
+**Resume.** A full Beauty run takes hours on one core and cornac trains in one call, so with ``ckpt`` the run writes
+a checkpoint after tokenizing (cornac's RQ-VAE is not trained twice) and after each epoch's validation (the model,
+AdamW, the schedule, torch's random stream, the epochs' subsets drawn so far, the selection and the timings), and the
+test decoding writes its top-k lists chunk by chunk. A run that finds them continues where it stopped: the hooks
+give cornac the saved codes and, once cornac has built its model and optimiser, load the rest, and its loop runs
+only the remaining epochs. The result equals an uninterrupted run's (tested on the Tiny fixture); the recorded
+times add the completed parts (work a stop cut short is neither counted nor kept).
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
+import io
+import json
 import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 from cornac.models.tiger import TIGER
 
 from . import baseline_scoring as S, baselines as B
+from .atomic import atomic_open
+from .baseline_resume import SELECTION_FIELDS
 from .config import ConfigError
 from .data import Split
+from .paths import display_path
 from .training import epoch_seed, epoch_subset
 
 
@@ -99,6 +114,7 @@ class Timing(NamedTuple):
     setup_seconds: float  # the rest of fit: cornac's data maps, ID trie, model construction
     samples_seen: int  # training samples the model stepped on
     steps: int
+    resumes: int = 0  # times the run continued from a checkpoint
 
 
 class PeerRun(NamedTuple):
@@ -113,27 +129,57 @@ class PeerRun(NamedTuple):
 class _PeerTIGER(TIGER):
     """cornac's TIGER with the hooks the module docstring lists (tokenizer, schedule, validation); the rest is its."""
 
-    def __init__(self, *, codes: np.ndarray | None, total_steps: int, on_validate: Callable[[], float], **kwargs):
+    def __init__(self, *, codes: np.ndarray | None, total_steps: int, on_validate: Callable[[], float],
+                 resume: dict[str, Any] | None = None, on_checkpoint: Callable[[], None] | None = None, **kwargs):
         super().__init__(**kwargs)
         self._codes, self._total_steps, self._on_validate = codes, total_steps, on_validate
+        self._resume, self._on_checkpoint = resume, on_checkpoint
         self.seconds = {"tokenizer": 0.0, "valid": 0.0}
+        self.codes_ = self.rng_tokenized_ = self.opt_ = self.scheduler_ = None
 
     def _tokenize(self, torch, feats_t):
+        if self._resume is not None:  # the saved codes, and torch's random stream as it was right after tokenizing
+            self.codes_, self.rng_tokenized_ = self._resume["codes"], self._resume["rng_tokenized"]
+            self.seconds["tokenizer"] = self._resume["seconds"]["tokenizer"]
+            torch.set_rng_state(self.rng_tokenized_)
+            return self.codes_
         t = time.perf_counter()
         codes = super()._tokenize(torch, feats_t) if self._codes is None else self._codes
         self.seconds["tokenizer"] += time.perf_counter() - t
+        self.codes_, self.rng_tokenized_ = np.asarray(codes), torch.get_rng_state()
+        if self._on_checkpoint is not None:
+            self._on_checkpoint()  # epoch 0: the tokenizer's codes
         return codes
 
     def _make_lr_scheduler(self, torch, opt):  # cornac's lambda; total steps from the budget, not its epochs
-        if self.lr_schedule != "cosine":
-            return None
-        warm, total = self.warmup_steps, self._total_steps
+        self.opt_, self.scheduler_ = opt, None
+        if self.lr_schedule == "cosine":
+            warm, total = self.warmup_steps, self._total_steps
 
-        def lr_lambda(step):
-            if step < warm:
-                return (step + 1) / max(1, warm)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-        return torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+            def lr_lambda(step):
+                if step < warm:
+                    return (step + 1) / max(1, warm)
+                return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+            self.scheduler_ = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        saved = self._resume
+        if saved is not None and saved["epoch"] > 0:  # cornac has built its model and AdamW: continue from the save
+            self.model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["opt"])
+            if self.scheduler_ is not None:
+                self.scheduler_.load_state_dict(saved["scheduler"])
+            torch.set_rng_state(saved["torch_rng"])
+        return self.scheduler_
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed fit needs beyond the epoch bookkeeping (``fit`` adds that)."""
+        import torch
+
+        trained = self.opt_ is not None
+        return {"codes": self.codes_, "rng_tokenized": self.rng_tokenized_, "seconds": dict(self.seconds),
+                "model": self.model.state_dict() if trained else None,
+                "opt": self.opt_.state_dict() if trained else None,
+                "scheduler": self.scheduler_.state_dict() if self.scheduler_ is not None else None,
+                "torch_rng": torch.get_rng_state()}
 
     def _val_sessions(self, val_set):
         return None  # our validation users, read by on_validate
@@ -142,6 +188,8 @@ class _PeerTIGER(TIGER):
         t = time.perf_counter()
         score = self._on_validate()
         self.seconds["valid"] += time.perf_counter() - t
+        if self._on_checkpoint is not None:
+            self._on_checkpoint()
         return score
 
 
@@ -197,20 +245,69 @@ def training_dataset(split: Split, item_emb: np.ndarray, seed: int = 0):
     return ds
 
 
+def checkpoint_file(folder: Path | str, cfg: PeerConfig, item_emb: np.ndarray, codes: np.ndarray | None) -> Path:
+    """The checkpoint of a run of ``cfg`` on these embeddings and codes (another configuration never reads it)."""
+    h = hashlib.sha256(json.dumps({k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items()},
+                                  sort_keys=True).encode())
+    for a in (item_emb, codes):
+        if a is not None:
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype}{a.shape}".encode() + a.tobytes())
+    return Path(folder) / f"peer_{h.hexdigest()[:16]}.pt"
+
+
+def _test_file(ckpt: Path) -> Path:
+    return ckpt.with_suffix(".test.npz")
+
+
+def clear_checkpoint(ckpt: Path | str | None) -> None:
+    """Delete a finished run's checkpoint and partial test (its metrics are written by then)."""
+    if ckpt is not None:
+        for f in (Path(ckpt), _test_file(Path(ckpt))):
+            f.unlink(missing_ok=True)
+
+
+def _load(ckpt: Path | None) -> dict[str, Any] | None:
+    if ckpt is None or not Path(ckpt).is_file():
+        return None
+    import torch
+
+    return torch.load(ckpt, map_location="cpu", weights_only=False)
+
+
+def _save(ckpt: Path, state: dict[str, Any]) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with atomic_open(ckpt, "wb") as fh:  # a stop while writing keeps the previous checkpoint
+        fh.write(buf.getvalue())
+
+
 def fit(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), codes: np.ndarray | None = None,
-        log: Callable[[str], None] = print, record: list | None = None) -> tuple[Any, B.Selection, Timing]:
+        log: Callable[[str], None] = print, record: list | None = None,
+        ckpt: Path | str | None = None) -> tuple[Any, B.Selection, Timing]:
     """Train cornac's TIGER for ``epochs x samples_per_epoch`` samples, validating (our metric) after each epoch;
     returns the model at its best epoch. ``codes`` [N, >= n_levels] (``ids="ours"``): notebook 03's IDs. ``record``
-    collects every batch cornac trains on as (rows of ``split.train``, users, left-padded histories, targets)."""
+    collects every batch cornac trains on as (rows of ``split.train``, users, left-padded histories, targets).
+    ``ckpt``: a checkpoint file, written after tokenizing and after each epoch, and continued from if present."""
     if (cfg.ids is PeerIds.OURS) != (codes is not None):
         raise ValueError(f"ids={cfg.ids.value!r} {'needs' if codes is None else 'takes no'} codes")
-    stream, t0 = _Stream(split, cfg, record), time.perf_counter()
-    holder: dict[str, Any] = {}
+    ckpt = Path(ckpt) if ckpt is not None else None
+    saved, stream, holder = _load(ckpt), _Stream(split, cfg, record), {}
+    t0 = time.perf_counter() - (saved["wall"] if saved else 0.0)
 
     def valid() -> dict[str, float]:
         return S.evaluate(S.reference_scorer(holder["m"]), split.valid, cfg.topk, max_users=cfg.max_eval_users).metrics
 
-    sel = B.Selection(valid, patience=cfg.epochs + 1, snapshot=lambda: None)  # cornac keeps the best weights itself
+    # the best epoch's weights are kept here too: cornac's own copy covers only the epochs of its last call
+    sel = B.Selection(valid, patience=cfg.epochs + 1,
+                      snapshot=lambda: {k: v.detach().clone() for k, v in holder["m"].model.state_dict().items()})
+    if saved is not None:
+        stream.epoch, stream.samples, stream.steps, stream.seconds = saved["stream"]
+        for k in SELECTION_FIELDS:
+            setattr(sel, k, saved["selection"][k])
+        log(f"  resuming after epoch {stream.epoch} of {cfg.epochs} ({display_path(ckpt)})")
 
     def on_validate() -> float:
         score = sel.check(stream.epoch, time.perf_counter() - t0)
@@ -218,9 +315,16 @@ def fit(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), code
             f"(best {sel.best:.4f} at epoch {sel.best_epoch})")
         return score
 
+    def checkpoint() -> None:
+        _save(ckpt, {**holder["m"].state(), "epoch": stream.epoch, "wall": time.perf_counter() - t0,
+                     "stream": (stream.epoch, stream.samples, stream.steps, stream.seconds),
+                     "selection": {k: getattr(sel, k) for k in SELECTION_FIELDS},
+                     "resumes": (saved["resumes"] + 1) if saved else 0})
+
     model = holder["m"] = _PeerTIGER(
         codes=None if codes is None else np.asarray(codes)[:, :cfg.n_levels].astype(np.int64),
-        total_steps=cfg.epochs * cfg.steps_per_epoch(len(split.train)), on_validate=on_validate,
+        total_steps=cfg.epochs * cfg.steps_per_epoch(len(split.train)), on_validate=on_validate, resume=saved,
+        on_checkpoint=checkpoint if ckpt is not None else None,
         name="TIGER (cornac)", rqvae_num_levels=cfg.n_levels, rqvae_codebook_size=cfg.codebook_size,
         rqvae_n_epochs=cfg.rqvae_epochs,
         d_model=cfg.d_model, d_ff=cfg.d_ff, num_heads=cfg.n_heads, d_kv=cfg.d_kv, num_enc_layers=cfg.n_encoder_layers,
@@ -228,22 +332,40 @@ def fit(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), code
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, lr_schedule=cfg.lr_schedule,
         warmup_steps=cfg.warmup_steps, model_selection="best", val_eval_every=1, val_k=cfg.topk, scoring="beam",
         n_beams=cfg.beam_size, device="cpu", seed=cfg.seed)
+    model.n_epochs = cfg.epochs - stream.epoch  # cornac's loop counts from 1 again: only the remaining epochs
     with _stream_in(model, stream):
         model.fit(training_dataset(split, item_emb, cfg.seed), val_set=B._OurValidation())
     B.check_identity_maps(model, split.n_items)
+    if sel.best_state is not None:
+        model.model.load_state_dict(sel.best_state)
     wall = time.perf_counter() - t0
     s = model.seconds
     return model, sel, Timing(s["tokenizer"], stream.seconds, s["valid"],
-                              wall - s["tokenizer"] - s["valid"] - stream.seconds, stream.samples, stream.steps)
+                              wall - s["tokenizer"] - s["valid"] - stream.seconds, stream.samples, stream.steps,
+                              (saved["resumes"] + 1) if saved else 0)
+
+
+def model_digest(model: Any) -> str:
+    """A digest of the fitted weights and IDs (names the partial test decoding of exactly this model)."""
+    h = hashlib.sha256(np.ascontiguousarray(model.sid_table).tobytes())
+    for k, v in sorted(model.model.state_dict().items()):
+        h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def run(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), codes: np.ndarray | None = None,
-        log: Callable[[str], None] = print, max_test_users: int = 0) -> PeerRun:
-    """``fit``, then the test: every item scored for every test user (or the first ``max_test_users``), timed."""
-    model, sel, timing = fit(split, item_emb, cfg, codes, log)
-    t = time.perf_counter()
-    test = S.evaluate(S.reference_scorer(model), split.test, cfg.topk, max_users=max_test_users)
-    return PeerRun(model, sel.history, sel.best_epoch, timing, test, time.perf_counter() - t)
+        log: Callable[[str], None] = print, max_test_users: int = 0, ckpt: Path | str | None = None,
+        record: list | None = None) -> PeerRun:
+    """``fit``, then the test: every item scored for every test user (or the first ``max_test_users``), timed; with
+    ``ckpt``, both resume (the test in chunks of 1,024 users)."""
+    model, sel, timing = fit(split, item_emb, cfg, codes, log, record, ckpt)
+    if ckpt is None:
+        t = time.perf_counter()
+        test = S.evaluate(S.reference_scorer(model), split.test, cfg.topk, max_users=max_test_users)
+        return PeerRun(model, sel.history, sel.best_epoch, timing, test, time.perf_counter() - t)
+    test, seconds = S.evaluate_resumable(S.reference_scorer(model), split.test, cfg.topk, _test_file(Path(ckpt)),
+                                         tag=model_digest(model), max_users=max_test_users)
+    return PeerRun(model, sel.history, sel.best_epoch, timing, test, seconds)
 
 
 def record(run_: PeerRun, cfg: PeerConfig, n_users: int) -> dict[str, Any]:
@@ -258,7 +380,7 @@ def record(run_: PeerRun, cfg: PeerConfig, n_users: int) -> dict[str, Any]:
             "best_epoch": run_.best_epoch, "epochs_run": len(run_.history), "n_test_users": n_test,
             "all_test_users": n_test == n_users, "samples_seen": t.samples_seen, "train_steps": t.steps,
             "tokenizer_seconds": t.tokenizer_seconds, "train_seconds": t.train_seconds,
-            "valid_seconds": t.valid_seconds, "setup_seconds": t.setup_seconds,
+            "valid_seconds": t.valid_seconds, "setup_seconds": t.setup_seconds, "resumes": t.resumes,
             "test_decode_seconds": run_.test_seconds,
             "train_samples_per_s": t.samples_seen / max(t.train_seconds, 1e-9),
             "decode_users_per_s": n_test / max(run_.test_seconds, 1e-9), "cornac": cornac.__version__,

@@ -239,6 +239,7 @@ def test_peer_tiger_notebook_on_the_fixture(tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     assert {"R@5", "R@10", "N@5", "N@10", "valid_R@10", "valid_N@10", "label", "dataset"} <= set(m)
     assert m["samples_seen"] == 128 and m["all_test_users"] is True and m["peer_ids"] == "cornac"
+    assert m["resumes"] == 0 and not list((art / "t" / "Tiny" / "peer_tiger").iterdir())  # checkpoint cleared
     assert len(records.read_ranks(run / "test_ranks.txt.gz")) == m["n_test_users"]
     table = (tmp_path / "fig" / "peer_tiger.md").read_text()
     assert "TIGER (cornac)" in table and "Two-Stage" in table

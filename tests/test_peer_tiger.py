@@ -162,3 +162,92 @@ def test_config_is_validated():
         P.PeerConfig(ids="mine")
     with pytest.raises(ConfigError, match="beam_size"):
         P.PeerConfig(beam_size=5)
+
+
+class _Killed(Exception):
+    """Stands for the session's end killing the run."""
+
+
+class _KillAfter(list):
+    """A ``record`` list that raises once cornac has stepped on ``n`` batches: a stop in the middle of an epoch."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def append(self, batch):
+        if len(self) >= self.n:
+            raise _Killed
+        super().append(batch)
+
+
+def _no_seconds(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+@pytest.mark.parametrize("ids, kill_after", [("ours", 14), ("cornac", 2)])
+def test_a_stopped_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, ids, kill_after):
+    """Stopped in epoch 3 (checkpoint of epoch 2) or in epoch 1 (checkpoint of the tokenizer's codes only), the run
+    started again from its checkpoint ends with the uninterrupted run's validation history, best epoch, weights, IDs
+    and test ranks (the best epoch's weights come from before the stop: cornac's own copy covers only its last call)."""
+    _, split, emb, codes = tiny
+    cfg = P.PeerConfig(**dict(TINY, epochs=3), ids=ids, rqvae_epochs=3)
+    c = codes if ids == "ours" else None
+    ref_ckpt = P.checkpoint_file(tmp_path / "ref", cfg, emb, c)
+    ref = P.run(split, emb, cfg, c, log=lambda s: None, max_test_users=40, ckpt=ref_ckpt)
+    ckpt = P.checkpoint_file(tmp_path / "run", cfg, emb, c)
+    with pytest.raises(_Killed):
+        P.run(split, emb, cfg, c, log=lambda s: None, max_test_users=40, ckpt=ckpt, record=_KillAfter(kill_after))
+    assert ckpt.is_file()
+    logs: list = []
+    res = P.run(split, emb, cfg, c, log=logs.append, max_test_users=40, ckpt=ckpt)
+    done = kill_after // cfg.steps_per_epoch(len(split.train))
+    assert any(f"resuming after epoch {done} of 3" in line for line in logs)
+    assert _no_seconds(res.history) == _no_seconds(ref.history) and res.best_epoch == ref.best_epoch
+    assert np.array_equal(res.model.sid_table, ref.model.sid_table)
+    got, want = res.model.model.state_dict(), ref.model.model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert np.array_equal(res.test.ranks, ref.test.ranks) and res.test.metrics == ref.test.metrics
+    assert res.timing.samples_seen == ref.timing.samples_seen and res.timing.resumes == 1 and ref.timing.resumes == 0
+    last, ref_last = (torch.load(f, weights_only=False) for f in (ckpt, ref_ckpt))  # the last epoch's state
+    assert all(torch.equal(last["model"][k], ref_last["model"][k]) for k in ref_last["model"])
+    assert last["epoch"] == 3 and last["stream"][1:3] == ref_last["stream"][1:3]
+    P.clear_checkpoint(ckpt)
+    assert not list((tmp_path / "run").iterdir())
+
+
+def test_the_checkpoint_names_its_configuration(tiny, tmp_path):
+    """Another configuration, other embeddings or other codes never read a run's checkpoint."""
+    _, split, emb, codes = tiny
+    cfg = P.PeerConfig(**TINY, ids="ours")
+    f = P.checkpoint_file(tmp_path, cfg, emb, codes)
+    assert f == P.checkpoint_file(tmp_path, P.PeerConfig(**TINY, ids="ours"), emb.copy(), codes.copy())
+    assert f != P.checkpoint_file(tmp_path, P.PeerConfig(**dict(TINY, lr=1e-3), ids="ours"), emb, codes)
+    assert f != P.checkpoint_file(tmp_path, cfg, emb + 1, codes)
+    assert f != P.checkpoint_file(tmp_path, cfg, emb, codes[::-1])
+
+
+def test_test_decoding_resumes_chunk_by_chunk(tiny, tmp_path):
+    """``evaluate_resumable``: stopped after two chunks, it decodes only the rest and equals ``evaluate``; a partial
+    file of another model (tag) is not used."""
+    _, split, _, _ = tiny
+    s, n_items, calls = split.test, split.n_items, []
+
+    def score(users, history, length, fail_at=None):
+        calls.extend(int(u) for u in users)
+        if fail_at is not None and len(calls) > fail_at:
+            raise _Killed
+        return np.stack([np.random.default_rng(int(u)).normal(size=n_items) for u in users])
+
+    want = S.evaluate(score, s, topk=10)
+    part = tmp_path / "t.npz"
+    calls.clear()
+    with pytest.raises(_Killed):
+        S.evaluate_resumable(lambda *a: score(*a, fail_at=25), s, 10, part, tag="m1", chunk=10, batch_size=10)
+    calls.clear()
+    got, seconds = S.evaluate_resumable(score, s, 10, part, tag="m1", chunk=10, batch_size=10)
+    assert calls == [int(u) for u in s.user[20:]] and seconds > 0
+    assert np.array_equal(got.top, want.top) and np.array_equal(got.ranks, want.ranks) and got.metrics == want.metrics
+    calls.clear()
+    S.evaluate_resumable(score, s, 10, part, tag="m2", chunk=10)
+    assert calls == [int(u) for u in s.user]
