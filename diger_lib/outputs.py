@@ -5,7 +5,9 @@ tokenizers, checkpoints live under ``$DIGER_ARTIFACTS``). On a new machine, or a
 a run can be "finished" in git while the files the next notebooks read are gone, or are rebuilt differently: RQ-VAE
 pretraining is deterministic on one machine, not across CPU types (README, reproduction notes), so notebook 03 can
 give other semantic IDs. ``stale_reason`` says why such a run must run again; the runner's ``--skip-finished`` asks
-it, so a batch never pairs runs made on different IDs.
+it, so a batch never pairs runs made on different IDs. Notebooks 05 and 06 read the profile's other finished runs:
+the runner records which they read (``input_runs``), and one whose inputs changed since runs again
+(``inputs_changed``), so a table or figure never lags the runs it shows.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from .config import FLOOR_METHODS
 from .paths import rqvae_name
 
 ENCODE, PRETRAIN, TRAIN = "02_encode_item_text", "03_pretrain_rqvae", "04_train_recommender"
+AGGREGATES = ("05_sid_dynamics_figures", "06_results_tables")  # they read the profile's other finished runs
 
 
 def tokenizer_shape(params: Mapping[str, Any]) -> tuple[int, int]:
@@ -74,3 +77,20 @@ def stale_reason(stem: str, params: Mapping[str, Any], finished: Mapping[str, An
         return (f"it was trained on other semantic IDs (tokenizer_codes_sha256 {str(recorded)[:12]}, the artifacts "
                 f"now hold {now[:12]})")
     return None
+
+
+def input_runs(runs_dir: Path | str) -> dict[str, str]:
+    """{folder name: digest of its metrics.json} of every finished run in ``runs_dir`` except notebooks 05/06: what
+    an aggregate step reads (recorded in its manifest as ``inputs``)."""
+    return {f.parent.name: sha256_file(f)[:16] for f in sorted(Path(runs_dir).glob("*/metrics.json"))
+            if not f.parent.name.startswith(".") and f.parent.name.split("__")[0] not in AGGREGATES}
+
+
+def inputs_changed(recorded: Mapping[str, str] | None, now: Mapping[str, str]) -> str | None:
+    """Why an aggregate step that read ``recorded`` must run again now that the runs are ``now`` (None: unchanged)."""
+    if recorded is None:
+        return "it did not record the runs it read"
+    parts = [f"{what} {', '.join(names)}" for what, names in (
+        ("new", sorted(set(now) - set(recorded))), ("gone", sorted(set(recorded) - set(now))),
+        ("changed", sorted(k for k in set(now) & set(recorded) if now[k] != recorded[k]))) if names]
+    return f"the runs it reads changed ({'; '.join(parts)})" if parts else None

@@ -7,7 +7,8 @@ executes into a staging folder and is moved into place only when it finished, so
 the flat ``metrics.json`` the notebook wrote, the resolved ``config.json`` and a ``manifest.json``
 (commit, versions, device, seed, wall time). Every recorded path is relative to the repository root. Rerunning a
 profile re-executes its steps and replaces the finished runs (they are in git: ``git diff`` shows what changed);
-``--skip-finished`` keeps those whose configuration is unchanged. One runner per profile at a time (a lock file).
+``--skip-finished`` keeps those whose configuration is unchanged (05/06: and the runs they read). One runner per
+profile at a time (a lock file).
 Training checkpoints live in ``$DIGER_ARTIFACTS/<profile>/`` (default ``artifacts/``), so an interrupted run
 resumes where it stopped when the runner is started again.
 """
@@ -28,7 +29,7 @@ from typing import Any, Callable
 
 from .config import ConfigError, reject_unknown
 from .lock import LOCK_NAME, LockHeld, profile_lock
-from .outputs import stale_reason
+from .outputs import AGGREGATES, input_runs, inputs_changed, stale_reason
 from .provenance import git_commit, hardware, versions
 from .paths import ROOT, artifacts_dir, relative, relative_text, staging_dir
 from .profile_files import ProfileFileError, load_profile_file
@@ -264,6 +265,7 @@ def run_step(profile: str, stem: str, variant: str, params: dict[str, Any], *, r
     staging.mkdir(parents=True)
     full["out_dir"] = relative(staging)
     commit = git_commit()  # the code that runs, read before it runs
+    inputs = {"inputs": input_runs(ROOT / full["runs_dir"])} if stem in AGGREGATES else {}  # what 05/06 read
     seconds = _execute(stem, name, staging, final, full)
     if not staging.is_dir():
         raise RunnerError(f"notebook {stem} ({name}): its staging folder {relative(staging)} was removed while it ran")
@@ -274,7 +276,7 @@ def run_step(profile: str, stem: str, variant: str, params: dict[str, Any], *, r
     manifest = {"notebook": stem, "variant": variant, "profile": profile, "commit": commit,
                 "versions": versions(), "hardware": hardware(), "seed": config_view.get("seed"),
                 "wall_seconds": round(seconds, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "command": command or f"python -m diger_lib.runner --profile {profile}"}
+                "command": command or f"python -m diger_lib.runner --profile {profile}", **inputs}
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     _move_into_place(staging, final)
     return final
@@ -353,6 +355,9 @@ def needs_run(profile: str, stem: str, variant: str, params: dict[str, Any]) -> 
         metrics = None
     art = artifacts_dir(str(config_view.get("artifacts_dir", "")), str(config_view.get("profile") or profile))
     stale = stale_reason(stem, config_view, metrics, art)
+    if stale is None and stem in AGGREGATES:  # notebooks 05/06: the runs they read changed since
+        manifest = json.loads((final / "manifest.json").read_text())
+        stale = inputs_changed(manifest.get("inputs"), input_runs(ROOT / str(config_view.get("runs_dir"))))
     if stale is None and (metrics or {}).get("stop_reason") == "time_budget":
         # a run cut by its per-call time budget is not done: called again, it resumes from its last epoch checkpoint
         return (f"stopped by its time budget after {metrics.get('epochs_run', '?')} epoch(s), continues from its "
@@ -371,8 +376,12 @@ def _skips(profile: str, stem: str, variant: str, params: dict[str, Any]) -> boo
 
 
 def unfinished(profile: str, steps: list[Step]) -> list[Step]:
-    """The steps ``--skip-finished`` runs (``needs_run``)."""
-    return [(stem, variant, params) for stem, variant, params in steps if not _skips(profile, stem, variant, params)]
+    """The steps ``--skip-finished`` runs (``needs_run``); notebooks 05/06 too while any other step is to run (the
+    runs they read may change: a ``--workers`` child decides at their turn)."""
+    todo = [(stem, variant, params) for stem, variant, params in steps if not _skips(profile, stem, variant, params)]
+    if any(stem not in AGGREGATES for stem, _, _ in todo):
+        todo = [s for s in steps if s in todo or s[0] in AGGREGATES]
+    return todo
 
 
 def child_threads(stem: str, workers: int, cores: int, given: str | None) -> str:

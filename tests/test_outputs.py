@@ -90,3 +90,35 @@ def test_skip_finished_continues_a_run_its_time_budget_stopped(tmp_path, monkeyp
         (final / "metrics.json").write_text(json.dumps(metrics))
         assert (runner.unfinished("p", [step]) == []) == skipped, reason
     assert runner.needs_run("p", *step) == "stopped by its time budget after 3 epoch(s), continues from its checkpoint"
+
+
+def test_skip_finished_reruns_a_table_whose_runs_changed(tmp_path, monkeypatch):
+    """Notebooks 05/06 read the profile's finished runs: one made before a run was added or retrained (or that did not
+    record what it read) runs again; one whose runs are as it read them is skipped. The runner records the runs in the
+    manifest (``inputs``) as ``outputs.input_runs`` lists them."""
+    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+    monkeypatch.setenv("DIGER_ARTIFACTS", str(tmp_path / "store"))
+    step = ("06_results_tables", "", {})
+    final, full, config_view = runner.plan_step("p", *step)
+    runs = tmp_path / "runs" / "p"
+    for name, m in (("04_train_recommender__a", {"R@10": 0.1}), ("04_train_recommender__b", {"R@10": 0.2})):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.json").write_text(json.dumps(m))
+    final.mkdir(parents=True)
+    (final / "config.json").write_text(json.dumps(config_view))
+    (final / "metrics.json").write_text("{}")
+    (final / "manifest.json").write_text("{}")
+    assert runner.needs_run("p", *step) == "it did not record the runs it read"
+    inputs = O.input_runs(runs)
+    assert sorted(inputs) == ["04_train_recommender__a", "04_train_recommender__b"]  # not 06 itself
+    (final / "manifest.json").write_text(json.dumps({"inputs": inputs}))
+    assert runner.needs_run("p", *step) is None
+    (runs / "04_train_recommender__c").mkdir()
+    (runs / "04_train_recommender__c" / "metrics.json").write_text("{}")
+    (runs / "04_train_recommender__a" / "metrics.json").write_text(json.dumps({"R@10": 0.3}))
+    assert runner.needs_run("p", *step) == ("the runs it reads changed (new 04_train_recommender__c; changed "
+                                            "04_train_recommender__a)")
+    (final / "manifest.json").write_text(json.dumps({"inputs": O.input_runs(runs)}))
+    assert runner.unfinished("p", [step]) == []
+    train = ("04_train_recommender", "d", dict(T04))  # a training still to run: the table's turn decides
+    assert runner.unfinished("p", [train, step]) == [train, step]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diger_lib import paths, runner
+from diger_lib import outputs, paths, runner
 from diger_lib.config import ConfigError
 from diger_lib.lock import profile_lock
 from diger_lib.nbparams import check_injected
@@ -213,6 +213,8 @@ def test_results_table_reads_the_committed_runs(tmp_path):
     out = runner.run_step("quick", "06_results_tables", "", params, runs_root=tmp_path / "runs")
     n_04 = sum(stem == "04_train_recommender" for stem, _, _ in steps_for("quick"))  # every quick run is committed
     assert json.loads((out / "metrics.json").read_text())["n_runs"] == n_04 == 4
+    inputs = json.loads((out / "manifest.json").read_text())["inputs"]  # what --skip-finished compares next time
+    assert inputs == outputs.input_runs(ROOT / "papermill_runs" / "quick") and len(inputs) >= n_04
     ours = pd.read_csv(tmp_path / "figures" / "results_quick.csv")
     committed = pd.read_csv(ROOT / "figures" / "results_quick.csv")
     cols = ["run", "label", "R@5", "R@10", "N@5", "N@10", "best_epoch", "commit"]
