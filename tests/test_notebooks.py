@@ -226,6 +226,11 @@ def test_peer_tiger_notebook_on_the_fixture(tmp_path):
     ts.mkdir(parents=True)
     (ts / "metrics.json").write_text(json.dumps({"label": "Two-Stage", "R@5": 0.1, "R@10": 0.2, "N@5": 0.05, "N@10": 0.08}))
     run = runs / "t" / "04b_peer_tiger__Tiny"
+    peer = runs / "t" / "04b_peer_tiger__other"  # another finished peer run of the profile: a row of the table too
+    peer.mkdir(parents=True)
+    (peer / "metrics.json").write_text(json.dumps({"peer_ids": "ours", "R@5": 0.3, "R@10": 0.4, "N@5": 0.2, "N@10": 0.25,
+                                                   "samples_seen": 128, "train_seconds": 1.0, "valid_seconds": 2.0,
+                                                   "test_decode_seconds": 3.0}))
     env = dict(os.environ, DIGER_ARTIFACTS=str(art), OMP_NUM_THREADS="1")
     params = dict(dataset="Tiny", data_root="tests/fixtures", epochs=2, samples_per_epoch=64, batch_size=16,
                   warmup_steps=2, n_encoder_layers=1, n_decoder_layers=1, d_model=16, d_ff=32, n_heads=2, d_kv=8,
@@ -241,5 +246,9 @@ def test_peer_tiger_notebook_on_the_fixture(tmp_path):
     assert m["samples_seen"] == 128 and m["all_test_users"] is True and m["peer_ids"] == "cornac"
     assert m["resumes"] == 0 and not list((art / "t" / "Tiny" / "peer_tiger").iterdir())  # checkpoint cleared
     assert len(records.read_ranks(run / "test_ranks.txt.gz")) == m["n_test_users"]
-    table = (tmp_path / "fig" / "peer_tiger.md").read_text()
-    assert "TIGER (cornac)" in table and "Two-Stage" in table
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "fig" / "peer_tiger.csv")
+    assert table["run"].tolist() == ["other/04_train_recommender__ts", "t/04b_peer_tiger__Tiny", "t/04b_peer_tiger__other"]
+    assert table["method"].tolist() == ["Two-Stage", "TIGER (cornac, cornac IDs)", "TIGER (cornac, ours IDs)"]
+    assert table["fit_s"].iloc[2] == 3.0 and table["R@10"].iloc[1] == pytest.approx(m["R@10"])
