@@ -406,15 +406,19 @@ def test_unigrec_profile_and_cross_profile_baseline():
         own = {k: v for k, v in rows[name].items() if k not in ("artifacts_dir", "method", "tokenizer_lr")}
         assert own == {k: v for k, v in cpu[ref].items() if k not in ("method", "tokenizer_lr")} | (
             {"unigrec_variant": "M0"} if name == "ug_m0" else {}), name
-    for p in rows.values():
-        assert p["artifacts_dir"] == "paper_cpu" and p["seed"] == 2026
+    for v, p in rows.items():
+        assert p["artifacts_dir"] == "paper_cpu" and p["seed"] == (2027 if v.endswith("_s2027") else 2026)
+    for v in ("ug_m0", "ug_m6", "diger_frqud"):  # the second seed of the rows the verdicts rest on: only the seed differs
+        assert rows[f"{v}_s2027"] == dict(rows[v], seed=2027)
     assert all(p["tokenizer_lr"] in (2e-7, 2e-8) for p in ug.values())
     # the teacher's variants come last: the SASRec grid gives the teacher only when it has finished
     order = [v for v in rows]
     assert max(order.index(v) for v in ("ste", "diger_frqud", "ug_m0", "ug_m1", "ug_m2", "ug_m3")) < min(
         order.index(v) for v in ("ug_m4", "ug_m5", "ug_m6"))
     baseline, pairs = dict(steps[-1][2])["baseline"], dict(steps[-1][2])["pairs"]
-    assert baseline == "ug_m0" and pairs == "ug_m6:diger_frqud" and R.other_profile_refs(baseline, pairs) == []
+    assert baseline == "ug_m0" and R.other_profile_refs(baseline, pairs) == []
+    assert pairs.split(",") == ["ug_m6:diger_frqud", "ug_m6_s2027:ug_m0_s2027", "diger_frqud_s2027:ug_m0_s2027"]
+    assert {v for pair in pairs.split(",") for v in pair.split(":")} <= set(rows)
     other = "diagnosis/ts_cosine"  # a committed run of another profile, as notebook 06 may name one
     assert R.other_profile_refs(other, "a:b,c:quick/x") == [other, "quick/x"]
     runs_dir = ROOT / "papermill_runs" / "unigrec"
