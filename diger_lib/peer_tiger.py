@@ -140,7 +140,7 @@ class _PeerTIGER(TIGER):
     def _tokenize(self, torch, feats_t):
         if self._resume is not None:  # the saved codes, and torch's random stream as it was right after tokenizing
             self.codes_, self.rng_tokenized_ = self._resume["codes"], self._resume["rng_tokenized"]
-            self.seconds["tokenizer"] = self._resume["seconds"]["tokenizer"]
+            self.seconds = dict(self._resume["seconds"])  # the tokenizer's and the validation checks' so far
             torch.set_rng_state(self.rng_tokenized_)
             return self.codes_
         t = time.perf_counter()

@@ -199,6 +199,7 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, ids, 
     with pytest.raises(_Killed):
         P.run(split, emb, cfg, c, log=lambda s: None, max_test_users=40, ckpt=ckpt, record=_KillAfter(kill_after))
     assert ckpt.is_file()
+    before = torch.load(ckpt, weights_only=False)["seconds"]
     logs: list = []
     res = P.run(split, emb, cfg, c, log=logs.append, max_test_users=40, ckpt=ckpt)
     done = kill_after // cfg.steps_per_epoch(len(split.train))
@@ -209,6 +210,7 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, ids, 
     assert all(torch.equal(got[k], want[k]) for k in want)
     assert np.array_equal(res.test.ranks, ref.test.ranks) and res.test.metrics == ref.test.metrics
     assert res.timing.samples_seen == ref.timing.samples_seen and res.timing.resumes == 1 and ref.timing.resumes == 0
+    assert res.timing.valid_seconds > before["valid"] and res.timing.tokenizer_seconds == before["tokenizer"]
     last, ref_last = (torch.load(f, weights_only=False) for f in (ckpt, ref_ckpt))  # the last epoch's state
     assert all(torch.equal(last["model"][k], ref_last["model"][k]) for k in ref_last["model"])
     assert last["epoch"] == 3 and last["stream"][1:3] == ref_last["stream"][1:3]
