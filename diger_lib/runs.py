@@ -13,8 +13,13 @@ from .records import read_ranks
 PREFIX = "04_train_recommender"
 
 
+# runs of other notebooks with the same test ranks and metrics: a cornac baseline (03b), a peer's TIGER (04b)
+WHOLE_NAMES = ("03b_conventional_baselines__", "04b_peer_tiger__")
+
+
 def run_dir(runs_dir: Path | str, name: str) -> Path:
-    return Path(runs_dir) / f"{PREFIX}__{name}"
+    """A notebook-04 run's folder from its variant name; a 03b or 04b run is named by its whole folder name."""
+    return Path(runs_dir) / (name if name.startswith(WHOLE_NAMES) else f"{PREFIX}__{name}")
 
 
 def resolve_run(runs_dir: Path | str, ref: str) -> Path:
@@ -97,16 +102,17 @@ def shared_ids(runs: Sequence[Run], allow_unrecorded: bool = True) -> str | None
 
 
 def read_runs(runs_dir: Path | str, names: Sequence[str] | None = None, need: str = "metrics.json") -> list[Run]:
-    """The named runs (each must have ``need``: a clear error names the missing one), or with ``names=None`` every
-    finished run in the folder, sorted by name (staging folders and runs without metrics.json are skipped)."""
+    """The named runs (each must have ``need``: a clear error names the missing one; a name may be ``profile/name``,
+    ``resolve_run``), or with ``names=None`` every finished notebook-04 run in the folder, sorted by name (staging
+    folders and runs without metrics.json are skipped)."""
     if names is None:
         dirs = [d for d in sorted(Path(runs_dir).glob(f"{PREFIX}*"))
                 if not d.name.startswith(".") and (d / "metrics.json").is_file()]
         return [read_run(d) for d in dirs]
     out = []
     for name in names:
-        d = run_dir(runs_dir, name)
+        d = resolve_run(runs_dir, name)
         if not (d / need).is_file():
-            raise FileNotFoundError(f"{d / need} not found: run notebook 04 variant {name!r} in this profile first")
+            raise FileNotFoundError(f"{d / need} not found: run {name!r} ({d.name}) has not finished")
         out.append(read_run(d))
     return out

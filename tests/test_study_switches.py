@@ -273,6 +273,29 @@ def test_cli_compare_pairs_runs_over_seeds_and_refuses_other_ids(tmp_path, capsy
     assert "one run with one run" in capsys.readouterr().err
 
 
+def test_cli_compare_reads_peer_and_baseline_runs_and_other_profiles(tmp_path, capsys):
+    """A cornac baseline (03b) or peer TIGER (04b) run is named by its whole folder name, a run of another profile as
+    profile/name; they record no IDs of ours, so only --any-ids pairs them (over the same test users)."""
+    from diger_lib import cli
+    from diger_lib.records import write_json, write_ranks
+
+    rng = np.random.default_rng(3)
+    for folder, m in (("peer/04b_peer_tiger__Beauty__x", {}), ("base/03b_conventional_baselines__Beauty__mf__s1", {}),
+                      ("ours/04_train_recommender__ts", {"tokenizer_codes_sha256": "x"})):
+        (tmp_path / folder).mkdir(parents=True)
+        write_json(tmp_path / folder / "metrics.json", m)
+        write_ranks(tmp_path / folder / "test_ranks.txt.gz", rng.integers(-1, 10, size=100))
+    peer = str(tmp_path / "peer")
+    assert cli.main(["compare", peer, "04b_peer_tiger__Beauty__x", "ours/ts", "--n-boot", "100"]) == 1
+    assert "different or unrecorded semantic IDs" in capsys.readouterr().err
+    assert cli.main(["compare", peer, "04b_peer_tiger__Beauty__x", "ours/ts,base/03b_conventional_baselines__Beauty__mf__s1",
+                     "--any-ids", "--n-boot", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "A = 04b_peer_tiger__Beauty__x" in out and "test users 100" in out
+    assert cli.main(["compare", peer, "04b_peer_tiger__Beauty__y", "ours/ts", "--any-ids"]) == 1
+    assert "04b_peer_tiger__Beauty__y" in capsys.readouterr().err
+
+
 def test_hit_overlap_hand_computed():
     from diger_lib.metrics import hit_overlap
 
