@@ -1,7 +1,8 @@
 """Command line: ``python -m diger_lib.cli setup-data [--source DIR] [--dest data] [--copy]``,
 ``python -m diger_lib.cli id-signal DATASET --codes codes.npy --letter`` (how much sequential signal semantic IDs
 carry), ``python -m diger_lib.cli compare RUNS_DIR A B [--overlap 10]`` (paired bootstrap; which users each hits),
-``python -m diger_lib.cli table3`` (Table 3 from the committed runs), ``python -m diger_lib.cli study`` (the
+``python -m diger_lib.cli table3`` (Table 3 from the committed runs), ``python -m diger_lib.cli peer-table`` (the
+peer's TIGER beside our Two-Stage), ``python -m diger_lib.cli study`` (the
 diagnosis study's table, ``diger_lib/study.py``) and
 ``python -m diger_lib.cli relativize-runs PREFIX`` (rewrite committed runs made by an older runner, which recorded
 absolute paths, to the repo-relative form the runner writes now)."""
@@ -155,6 +156,26 @@ def _table3(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peer_table(args: argparse.Namespace) -> int:
+    from . import records, tables
+    from .peer_tiger import comparison_table
+
+    runs = Path(args.runs)
+    done = sorted(d.parent for d in runs.glob("04b_peer_tiger__*/metrics.json"))
+    if not done:
+        print(f"error: {args.runs} has no finished notebook-04b run", file=sys.stderr)
+        return 1
+    configs = [records.read_json(d / "config.json") for d in done if (d / "config.json").is_file()]
+    compare = args.compare if args.compare is not None else next((c["compare_run"] for c in configs), "")
+    table = comparison_table(runs, runs.name, compare)
+    figures = Path(args.figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    table.to_csv(figures / "peer_tiger.csv", index=False)
+    (figures / "peer_tiger.md").write_text(tables.markdown_table(table) + "\n")
+    print("written:", figures / "peer_tiger.csv", figures / "peer_tiger.md")
+    return 0
+
+
 def _progress(args: argparse.Namespace) -> int:
     from .watch import report
 
@@ -228,12 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     t3.add_argument("--generative", default="paper_cpu", help="the profile whose notebook-04 runs fill TIGER, LETTER, "
                     "DIGER and the floors ('' for none)")
     t3.add_argument("--figures", default="figures")
+    pt = sub.add_parser("peer-table", help="rebuild figures/peer_tiger (the peer's TIGER runs beside our Two-Stage) "
+                        "from the finished notebook-04b runs (each run writes it too)")
+    pt.add_argument("--runs", default="papermill_runs/peer_tiger", help="the folder of notebook-04b runs")
+    pt.add_argument("--compare", default=None, help="the Two-Stage run beside them, under the runs root (default: the "
+                    "compare_run the runs recorded)")
+    pt.add_argument("--figures", default="figures")
     pg = sub.add_parser("progress", help="what a running batch is doing: the last line each running step printed "
                         "(read from its notebook, which papermill saves while a cell runs)")
     pg.add_argument("profiles", nargs="*", help="profiles to look at (default: every one with runs)")
     pg.add_argument("--runs", default="papermill_runs", help="the runs root (the runner's working tree's)")
     args = ap.parse_args(argv)
-    handlers = {"progress": _progress, "table3": _table3, "id-signal": _id_signal, "compare": _compare,
+    handlers = {"progress": _progress, "table3": _table3, "peer-table": _peer_table, "id-signal": _id_signal, "compare": _compare,
                 "study": _study, "readme-results": _readme_results}
     if args.cmd in handlers:
         return handlers[args.cmd](args)

@@ -385,3 +385,37 @@ def record(run_: PeerRun, cfg: PeerConfig, n_users: int) -> dict[str, Any]:
             "train_samples_per_s": t.samples_seen / max(t.train_seconds, 1e-9),
             "decode_users_per_s": n_test / max(run_.test_seconds, 1e-9), "cornac": cornac.__version__,
             "collisions": int((run_.model.sid_table[:, -1] > 0).sum())}
+
+
+def comparison_table(runs_dir: Path | str, profile: str, compare_run: str = "",
+                     current: tuple[str, dict[str, Any]] | None = None, log: Callable[[str], None] = print):
+    """``figures/peer_tiger``: every finished peer run in ``runs_dir`` (and ``current`` = (name, metrics), the run
+    being recorded) beside the ``compare_run`` Two-Stage (a run folder under the runs root, e.g.
+    ``unigrec/04_train_recommender__ug_m0``). ``fit_s``: training steps plus validation checks, wall seconds (notebook
+    04's ``train_wall_seconds`` covers the same); speeds in ``benchmarks/bench_peer_tiger.py``, timed side by side."""
+    import pandas as pd
+
+    from . import records, runs as R
+
+    keys = ("R@5", "R@10", "N@5", "N@10")
+
+    def peer_row(name: str, m: dict[str, Any]) -> dict[str, Any]:
+        return {"run": f"{profile}/{name}", "method": f"TIGER (cornac, {m.get('peer_ids', '?')} IDs)",
+                **{k: m[k] for k in keys}, "samples_seen": m["samples_seen"],
+                "fit_s": round(m["train_seconds"] + m["valid_seconds"], 1),
+                "test_decode_s": round(m["test_decode_seconds"], 1)}
+
+    me = current[0] if current else None
+    rows = [peer_row(*current)] if current else []
+    finished = sorted(Path(runs_dir).glob("04b_peer_tiger__*/metrics.json"))
+    rows += [peer_row(f.parent.name, records.read_json(f)) for f in finished if f.parent.name != me]
+    other = Path(runs_dir).parent / compare_run if compare_run else None
+    if other is not None and (other / "metrics.json").is_file():
+        o = R.read_run(other)
+        cfg_o = records.read_json(other / "config.json") if (other / "config.json").is_file() else {}
+        rows.append({"run": compare_run, "method": o.metrics.get("label", "?"), **{k: o.metrics[k] for k in keys},
+                     "samples_seen": int(cfg_o.get("epochs", 0)) * int(cfg_o.get("samples_per_epoch", 0)) or None,
+                     "fit_s": o.timing.get("train_wall_seconds"), "test_decode_s": None})
+    elif compare_run:
+        log(f"compare_run {compare_run!r} has no metrics.json under {display_path(Path(runs_dir).parent)}")
+    return pd.DataFrame(rows).sort_values("run", kind="stable") if rows else pd.DataFrame(rows)

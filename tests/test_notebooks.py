@@ -252,3 +252,9 @@ def test_peer_tiger_notebook_on_the_fixture(tmp_path):
     assert table["run"].tolist() == ["other/04_train_recommender__ts", "t/04b_peer_tiger__Tiny", "t/04b_peer_tiger__other"]
     assert table["method"].tolist() == ["Two-Stage", "TIGER (cornac, cornac IDs)", "TIGER (cornac, ours IDs)"]
     assert table["fit_s"].iloc[2] == 3.0 and table["R@10"].iloc[1] == pytest.approx(m["R@10"])
+    from diger_lib import cli  # the same table rebuilt from the finished runs
+
+    assert cli.main(["peer-table", "--runs", str(runs / "t"), "--compare", "other/04_train_recommender__ts",
+                     "--figures", str(tmp_path / "fig2")]) == 0
+    assert (tmp_path / "fig2" / "peer_tiger.md").read_text() == (tmp_path / "fig" / "peer_tiger.md").read_text()
+    assert cli.main(["peer-table", "--runs", str(tmp_path / "none")]) == 1
