@@ -32,21 +32,15 @@ def _objective_params(net: Any) -> list:
 
 def save(path: Path, net: Any, opt: Any, epoch: int, seconds: float, selection: Any) -> None:
     """Write the fit's state after ``epoch`` (atomically: a stop while writing keeps the previous checkpoint)."""
-    import io
-
     import torch
 
-    from .atomic import atomic_open
+    from .checkpoint import atomic_torch_save
 
     state = {"epoch": epoch, "seconds": seconds, "model": net.model.state_dict(), "opt": opt.state_dict(),
              "objective": [p.detach().clone() for p in _objective_params(net)],
              "torch_rng": torch.get_rng_state(), "np_rng": net.rng.get_state(),
              "selection": {k: getattr(selection, k) for k in SELECTION_FIELDS}}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as fh:
-        fh.write(buf.getvalue())
+    atomic_torch_save(state, path)
 
 
 def load(path: Path | None) -> dict[str, Any] | None:

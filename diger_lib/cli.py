@@ -157,8 +157,8 @@ def _table3(args: argparse.Namespace) -> int:
 
 
 def _peer_table(args: argparse.Namespace) -> int:
-    from . import records, tables
-    from .peer_tiger import comparison_table
+    from . import records
+    from .peer_tiger import comparison_table, write_table
 
     runs = Path(args.runs)
     done = sorted(d.parent for d in runs.glob("04b_peer_tiger__*/metrics.json"))
@@ -167,12 +167,7 @@ def _peer_table(args: argparse.Namespace) -> int:
         return 1
     configs = [records.read_json(d / "config.json") for d in done if (d / "config.json").is_file()]
     compare = args.compare if args.compare is not None else next((c["compare_run"] for c in configs), "")
-    table = comparison_table(runs, runs.name, compare)
-    figures = Path(args.figures)
-    figures.mkdir(parents=True, exist_ok=True)
-    table.to_csv(figures / "peer_tiger.csv", index=False)
-    (figures / "peer_tiger.md").write_text(tables.markdown_table(table) + "\n")
-    print("written:", figures / "peer_tiger.csv", figures / "peer_tiger.md")
+    print("written:", *write_table(comparison_table(runs, runs.name, compare), args.figures))
     return 0
 
 
@@ -260,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     pg.add_argument("profiles", nargs="*", help="profiles to look at (default: every one with runs)")
     pg.add_argument("--runs", default="papermill_runs", help="the runs root (the runner's working tree's)")
     args = ap.parse_args(argv)
-    handlers = {"progress": _progress, "table3": _table3, "peer-table": _peer_table, "id-signal": _id_signal, "compare": _compare,
-                "study": _study, "readme-results": _readme_results}
+    handlers = {"progress": _progress, "table3": _table3, "peer-table": _peer_table, "id-signal": _id_signal,
+                "compare": _compare, "study": _study, "readme-results": _readme_results}
     if args.cmd in handlers:
         return handlers[args.cmd](args)
     if args.cmd == "setup-data":

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import io
 import json
 import math
 import time
@@ -45,8 +44,8 @@ import numpy as np
 from cornac.models.tiger import TIGER
 
 from . import baseline_scoring as S, baselines as B
-from .atomic import atomic_open
 from .baseline_resume import SELECTION_FIELDS
+from .checkpoint import atomic_torch_save
 from .config import ConfigError
 from .data import Split
 from .paths import display_path
@@ -275,15 +274,6 @@ def _load(ckpt: Path | None) -> dict[str, Any] | None:
     return torch.load(ckpt, map_location="cpu", weights_only=False)
 
 
-def _save(ckpt: Path, state: dict[str, Any]) -> None:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    with atomic_open(ckpt, "wb") as fh:  # a stop while writing keeps the previous checkpoint
-        fh.write(buf.getvalue())
-
-
 def fit(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), codes: np.ndarray | None = None,
         log: Callable[[str], None] = print, record: list | None = None,
         ckpt: Path | str | None = None) -> tuple[Any, B.Selection, Timing]:
@@ -295,6 +285,7 @@ def fit(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), code
         raise ValueError(f"ids={cfg.ids.value!r} {'needs' if codes is None else 'takes no'} codes")
     ckpt = Path(ckpt) if ckpt is not None else None
     saved, stream, holder = _load(ckpt), _Stream(split, cfg, record), {}
+    resumes = saved["resumes"] + 1 if saved else 0  # this call continues from a checkpoint: one more resume
     t0 = time.perf_counter() - (saved["wall"] if saved else 0.0)
 
     def valid() -> dict[str, float]:
@@ -316,10 +307,9 @@ def fit(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), code
         return score
 
     def checkpoint() -> None:
-        _save(ckpt, {**holder["m"].state(), "epoch": stream.epoch, "wall": time.perf_counter() - t0,
-                     "stream": (stream.epoch, stream.samples, stream.steps, stream.seconds),
-                     "selection": {k: getattr(sel, k) for k in SELECTION_FIELDS},
-                     "resumes": (saved["resumes"] + 1) if saved else 0})
+        atomic_torch_save({**holder["m"].state(), "epoch": stream.epoch, "wall": time.perf_counter() - t0,
+                           "stream": (stream.epoch, stream.samples, stream.steps, stream.seconds),
+                           "selection": {k: getattr(sel, k) for k in SELECTION_FIELDS}, "resumes": resumes}, ckpt)
 
     model = holder["m"] = _PeerTIGER(
         codes=None if codes is None else np.asarray(codes)[:, :cfg.n_levels].astype(np.int64),
@@ -340,9 +330,8 @@ def fit(split: Split, item_emb: np.ndarray, cfg: PeerConfig = PeerConfig(), code
         model.model.load_state_dict(sel.best_state)
     wall = time.perf_counter() - t0
     s = model.seconds
-    return model, sel, Timing(s["tokenizer"], stream.seconds, s["valid"],
-                              wall - s["tokenizer"] - s["valid"] - stream.seconds, stream.samples, stream.steps,
-                              (saved["resumes"] + 1) if saved else 0)
+    setup = wall - s["tokenizer"] - s["valid"] - stream.seconds
+    return model, sel, Timing(s["tokenizer"], stream.seconds, s["valid"], setup, stream.samples, stream.steps, resumes)
 
 
 def model_digest(model: Any) -> str:
@@ -419,3 +408,14 @@ def comparison_table(runs_dir: Path | str, profile: str, compare_run: str = "",
     elif compare_run:
         log(f"compare_run {compare_run!r} has no metrics.json under {display_path(Path(runs_dir).parent)}")
     return pd.DataFrame(rows).sort_values("run", kind="stable") if rows else pd.DataFrame(rows)
+
+
+def write_table(table, figures_dir: Path | str) -> tuple[Path, Path]:
+    """``comparison_table``'s table as ``figures_dir/peer_tiger.csv`` and ``.md`` (notebook 04b, ``cli peer-table``)."""
+    from .tables import markdown_table
+
+    figures = Path(figures_dir)
+    figures.mkdir(parents=True, exist_ok=True)
+    table.to_csv(figures / "peer_tiger.csv", index=False)
+    (figures / "peer_tiger.md").write_text(markdown_table(table) + "\n")
+    return figures / "peer_tiger.csv", figures / "peer_tiger.md"
