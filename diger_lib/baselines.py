@@ -383,15 +383,25 @@ class GridCache:
             return None
         return pickle.loads((self.folder / "best.pkl").read_bytes())
 
+    def sync_record(self) -> None:
+        """Write ``record`` with every point known here, unless it already holds exactly them: a grid whose points all
+        came from ``folder`` (trained by a run whose record was not kept) still leaves a complete record in git."""
+        from .atomic import atomic_open
+
+        if self.record is None:
+            return
+        text = json.dumps({"settings": _plain(self.settings), "points": self.points}, indent=1, sort_keys=True) + "\n"
+        if self.record.is_file() and self.record.read_text() == text:
+            return
+        self.record.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(self.record, "w") as fh:
+            fh.write(text)
+
     def add(self, point: dict[str, Any], model: Any, is_best: bool) -> None:
         from .atomic import atomic_open
 
         self.points.append(_plain(point))
-        if self.record is not None:
-            self.record.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_open(self.record, "w") as fh:
-                fh.write(json.dumps({"settings": _plain(self.settings), "points": self.points}, indent=1,
-                                    sort_keys=True) + "\n")
+        self.sync_record()
         if self.folder is None:
             return
         import pickle
@@ -445,6 +455,7 @@ def train_grid(model: Baseline | str, split: Split, cfg: FitConfig = FitConfig()
                 ckpt.unlink(missing_ok=True)  # the point is in grid.json now
         if is_best:
             best, best_net = point, trained  # None for a point finished before: its model is in best.pkl
+    cache.sync_record()
     net = best_net if best_net is not None else cache.best_model(best["params"])
     if net is None:  # best.pkl holds another point (one outside this restricted grid): fit the chosen point again
         log(f"{model.value} {best['params']}: the kept model is another point's; fitting this one again")

@@ -321,6 +321,9 @@ def test_a_new_machine_trains_only_the_grid_points_missing_from_the_record(tiny,
     both = B.train_grid("mf", split, QUICK, log=logs.append, cache_dir=tmp_path / "part", spec=ab, record=record)
     assert sum("skipped" in line for line in logs) == 2 and both.grid == full.grid
     assert both.params == full.params and both.valid == full.valid
+    # the point read from the cache folder alone is written back: the record in git is complete again
+    kept = json.loads(record.read_text())["points"]  # (its history's timings are the cache run's own)
+    assert [p["row"] for p in kept] == [p["row"] for p in saved["points"]]
     # other settings: the record is not used
     logs.clear()
     B.train_grid("mf", split, QUICK._replace(seed=1), log=logs.append, cache_dir=tmp_path / "s1", spec=a, record=record)
