@@ -376,6 +376,9 @@ def record(run_: PeerRun, cfg: PeerConfig, n_users: int) -> dict[str, Any]:
             "collisions": int((run_.model.sid_table[:, -1] > 0).sum())}
 
 
+_IDS_WORD = {"cornac": "cornac", "ours": "our"}  # a table row's "TIGER (cornac, our IDs)"
+
+
 def comparison_table(runs_dir: Path | str, profile: str, compare_run: str = "",
                      current: tuple[str, dict[str, Any]] | None = None, log: Callable[[str], None] = print):
     """``figures/peer_tiger``: every finished peer run in ``runs_dir`` (and ``current`` = (name, metrics), the run
@@ -389,7 +392,7 @@ def comparison_table(runs_dir: Path | str, profile: str, compare_run: str = "",
     keys = ("R@5", "R@10", "N@5", "N@10")
 
     def peer_row(name: str, m: dict[str, Any]) -> dict[str, Any]:
-        return {"run": f"{profile}/{name}", "method": f"TIGER (cornac, {m.get('peer_ids', '?')} IDs)",
+        return {"run": f"{profile}/{name}", "method": f"TIGER (cornac, {_IDS_WORD.get(m.get('peer_ids'), '?')} IDs)",
                 **{k: m[k] for k in keys}, "samples_seen": m["samples_seen"],
                 "fit_s": round(m["train_seconds"] + m["valid_seconds"], 1),
                 "test_decode_s": round(m["test_decode_seconds"], 1)}

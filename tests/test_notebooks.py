@@ -250,7 +250,7 @@ def test_peer_tiger_notebook_on_the_fixture(tmp_path):
 
     table = pd.read_csv(tmp_path / "fig" / "peer_tiger.csv")
     assert table["run"].tolist() == ["other/04_train_recommender__ts", "t/04b_peer_tiger__Tiny", "t/04b_peer_tiger__other"]
-    assert table["method"].tolist() == ["Two-Stage", "TIGER (cornac, cornac IDs)", "TIGER (cornac, ours IDs)"]
+    assert table["method"].tolist() == ["Two-Stage", "TIGER (cornac, cornac IDs)", "TIGER (cornac, our IDs)"]
     assert table["fit_s"].iloc[2] == 3.0 and table["R@10"].iloc[1] == pytest.approx(m["R@10"])
     from diger_lib import cli  # the same table rebuilt from the finished runs
 
@@ -258,3 +258,18 @@ def test_peer_tiger_notebook_on_the_fixture(tmp_path):
                      "--figures", str(tmp_path / "fig2")]) == 0
     assert (tmp_path / "fig2" / "peer_tiger.md").read_text() == (tmp_path / "fig" / "peer_tiger.md").read_text()
     assert cli.main(["peer-table", "--runs", str(tmp_path / "none")]) == 1
+    # with our IDs (notebook 03's codes.npy) the run records which ones, so cli compare pairs it with their runs
+    from diger_lib import outputs
+
+    codes = outputs.ids_file(art / "t", "", "Tiny", K=8, m=3)
+    codes.parent.mkdir(parents=True)
+    np.save(codes, np.random.default_rng(1).integers(0, 8, size=(n_items, 4)))
+    ours = runs / "t" / "04b_peer_tiger__ours"
+    args = [a for k, v in dict(params, ids="ours", epochs=1, out_dir=str(ours)).items() for a in ("-p", k, str(v))]
+    out = subprocess.run([sys.executable, "-m", "papermill", "notebooks/04b_peer_tiger.ipynb",
+                          str(tmp_path / "out2.ipynb"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    m2 = json.loads((ours / "metrics.json").read_text())
+    assert m2["peer_ids"] == "ours" and m2["tokenizer_codes_sha256"] == outputs.sha256_file(codes)
+    assert "tokenizer_codes_sha256" not in m
