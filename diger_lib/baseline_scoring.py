@@ -114,6 +114,8 @@ def scorer(model: Any) -> ScoreFn:
     if isinstance(model, BPR):
         return lambda users, history, length: (model.u_factors[_user_index(model, users)] @ model.i_factors.T
                                                + model.i_biases[None, :])
+    if type(model).__name__ == "LightGCN":  # U and V as numpy arrays (cornac's score: V . U[u])
+        return lambda users, history, length: model.U[_user_index(model, users)] @ model.V.T
     if isinstance(model, SASRec):
         net = model.model
 

@@ -335,7 +335,9 @@ def _unigrec() -> list[Step]:
 _BASELINE_EPOCHS = {"sasrec": dict(max_epochs=50, eval_every=2, patience=3),
                     # MF at 200 epochs stopped still rising on Yelp (best epoch 200) and Instruments (180), session 9
                     "mf": dict(max_epochs=1000, eval_every=10, patience=3),
-                    "bert4rec": dict(max_epochs=200, eval_every=5, patience=4)}
+                    "bert4rec": dict(max_epochs=200, eval_every=5, patience=4),
+                    # LightGCN: ~5-9 s per Beauty epoch here; at rate 5e-3 it peaks near epoch 10, at 1e-3 much later
+                    "lightgcn": dict(max_epochs=1000, eval_every=5, patience=4)}
 
 
 # SASRec's full grid runs on Beauty; Instruments and Yelp keep the axis Beauty left open. On Beauty, CE beat SASRec's
