@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 if TYPE_CHECKING:
-    from .baselines import FitConfig, Selection
+    from .baseline_selection import Selection
     from .data import Split
 
 
@@ -58,11 +58,13 @@ def make(params: dict[str, Any], fixed: dict[str, Any], max_epochs: int, seed: i
     return LightGCN(num_epochs=max_epochs, seed=seed, verbose=False, **fixed, **params)
 
 
-def fit(params: dict[str, Any], fixed: dict[str, Any], split: "Split", cfg: "FitConfig", log) -> tuple[Any, "Selection"]:
-    """cornac's fit; its per-epoch ``early_stop`` call (made when ``early_stopping`` is set) runs our selection every
-    ``eval_every`` epochs on validation NDCG@10 with ``patience`` checks, and the model ends at its best epoch."""
+def fit(params: dict[str, Any], fixed: dict[str, Any], data: Any, split: "Split", cfg: Any,
+        log) -> tuple[Any, "Selection"]:
+    """cornac's fit on ``data`` (``baselines.interaction_dataset``) with ``cfg`` (a ``baselines.FitConfig``). Its
+    per-epoch ``early_stop`` call (made when ``early_stopping`` is set) runs our selection every ``eval_every`` epochs
+    on validation NDCG@10 with ``patience`` checks, and the model ends at its best epoch."""
     from .baseline_scoring import evaluate, scorer
-    from .baselines import Selection, _OurValidation, _Stop, interaction_dataset
+    from .baseline_selection import Selection, _OurValidation, _Stop
 
     net = make(params, fixed, cfg.max_epochs, cfg.seed)
     t0, epoch = time.time(), [0]
@@ -82,7 +84,6 @@ def fit(params: dict[str, Any], fixed: dict[str, Any], split: "Split", cfg: "Fit
         return False
 
     net.early_stopping, net.early_stop = {}, early_stop
-    data = interaction_dataset(split, cfg.seed)
     data.uij_iter = partial(uniform_uij_iter, data)
     net.fit(data, val_set=_OurValidation())
     if sel.best_state is not None:

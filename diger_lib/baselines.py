@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 
 from .baseline_scoring import evaluate, scorer
+from .baseline_selection import Selection, _OurValidation, _Stop  # noqa: F401 (part of this module's interface)
 from .data import Split
 from .teachers import teacher_dir
 
@@ -147,38 +148,6 @@ def check_identity_maps(model: Any, n_items: int) -> None:
 # ----------------------------------------------------------------------------------------------
 # Training with epoch selection on our validation metric
 # ----------------------------------------------------------------------------------------------
-class _OurValidation:
-    """What cornac's ``fit`` gets as ``val_set``: it only has to be "not None" (and resettable), since the hook
-    evaluates our own validation samples."""
-
-    def reset(self) -> None:
-        pass
-
-
-class _Stop(Exception):
-    """Raised from the validation hook when validation NDCG@10 has not improved for ``patience`` checks."""
-
-
-class Selection:
-    """Epoch selection on validation NDCG@10 with patience; keeps the best state and the per-check history."""
-
-    def __init__(self, evaluate_valid: Callable[[], dict[str, float]], patience: int, snapshot: Callable[[], Any]):
-        self.evaluate_valid, self.patience, self.snapshot = evaluate_valid, patience, snapshot
-        self.best, self.best_epoch, self.best_state, self.history, self.bad = -1.0, 0, None, [], 0
-
-    def check(self, epoch: int, seconds: float) -> float:
-        valid = self.evaluate_valid()
-        self.history.append({"epoch": epoch, **{f"val_{k}": v for k, v in valid.items()}, "val_ndcg10": valid["N@10"],
-                             "seconds": seconds})  # the column names of notebook 04's history (plots.training_curve)
-        if valid["N@10"] > self.best:
-            self.best, self.best_epoch, self.best_state, self.bad = valid["N@10"], epoch, self.snapshot(), 0
-        else:
-            self.bad += 1
-        if self.bad >= self.patience:
-            raise _Stop
-        return valid["N@10"]
-
-
 @contextmanager
 def _validation_hook(model: Any, hook: Callable[[], float]) -> Iterator[None]:
     """cornac's sequential models call ``val_score`` (their module's global) every ``val_eval_every`` epochs when
@@ -333,7 +302,7 @@ def fit(model: Baseline | str, params: dict[str, Any], split: Split, cfg: FitCon
     elif model == Baseline.LIGHTGCN:
         from . import baseline_lightgcn
 
-        net, sel = baseline_lightgcn.fit(params, FIXED[model], split, cfg, log)
+        net, sel = baseline_lightgcn.fit(params, FIXED[model], interaction_dataset(split, cfg.seed), split, cfg, log)
     else:
         net, sel = _fit_sequential(model, params, split, cfg, log, Path(ckpt) if ckpt else None)
     check_identity_maps(net, split.n_items)

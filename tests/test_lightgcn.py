@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from diger_lib import baseline_scoring as S, baselines as B, data as D, dgl_lite
+from diger_lib import baseline_scoring as S, baseline_selection, baselines as B, data as D, dgl_lite
 from test_baselines import FIXTURES, QUICK  # noqa: E402
 
 
@@ -99,7 +99,7 @@ def test_lightgcn_ends_at_its_best_epoch_not_its_last(tiny, monkeypatch):
             scores = iter([0.3, 0.2, 0.1])
             super().__init__(lambda: {"N@10": next(scores)}, patience, lambda: snaps.append(snapshot()) or snaps[-1])
 
-    monkeypatch.setattr(B, "Selection", Falling)
+    monkeypatch.setattr(baseline_selection, "Selection", Falling)
     cfg = QUICK._replace(max_epochs=6, eval_every=2, patience=5)
     net, sel = B.fit("lightgcn", dict(learning_rate=5e-3, lambda_reg=1e-4), tiny, cfg, log=lambda s: None)
     assert sel.best_epoch == 2 and len(snaps) == 1 and np.array_equal(net.U, snaps[0][0])
