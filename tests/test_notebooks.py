@@ -212,6 +212,17 @@ def test_conventional_baselines_notebook_on_the_fixture(tmp_path):
     assert m["label"] == "SASRec" and (run / "test_ranks.txt.gz").is_file()
     assert (tmp_path / "art" / "Tiny" / "teachers" / "sasrec" / "item_emb.npy").is_file()
     assert "| Tiny | SASRec |" in (tmp_path / "fig" / "table3.md").read_text()
+    # LightGCN (its DGL calls from dgl_lite) through the same notebook: its row beside SASRec's
+    run = tmp_path / "runs" / "t" / "03b_conventional_baselines__Tiny__lightgcn__s2026"
+    args = [a for k, v in dict(params, model="lightgcn", out_dir=str(run)).items() for a in ("-p", k, str(v))]
+    out = subprocess.run([sys.executable, "-m", "papermill", "notebooks/03b_conventional_baselines.ipynb",
+                          str(tmp_path / "out2.ipynb"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["label"] == "LightGCN" and m["param_learning_rate"] == 1e-3 and (run / "test_ranks.txt.gz").is_file()
+    table = (tmp_path / "fig" / "table3.md").read_text()
+    assert "| Tiny | SASRec |" in table and "| Tiny | LightGCN |" in table
 
 
 @pytest.mark.notebooks
