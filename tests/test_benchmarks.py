@@ -52,3 +52,10 @@ def test_bench_peer_tiger_runs(tmp_path):
     out = _run("bench_peer_tiger.py", "--samples", "64", "--users", "4", tmp_path=tmp_path)
     assert "synthetic" in out and "train  peer (cornac), batch 64" in out
     assert "ratio ours / peer: training" in out and "diagnosis budget, peer:" in out
+
+
+@pytest.mark.benchmarks  # a small synthetic graph, 2 batches
+def test_bench_lightgcn_runs(tmp_path):
+    out = _run("bench_lightgcn.py", "--batches", "2", "--repeat", "1", "--synthetic-users", "3000", tmp_path=tmp_path)
+    assert "synthetic" in out and "same embeddings: True" in out
+    assert out.count("ratio") == 3 and "one training epoch (2 batches of 2048)" in out
