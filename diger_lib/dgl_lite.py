@@ -96,7 +96,7 @@ class DGLGraph:
         (the product and its gradient without a transpose per step); kept until ``to``."""
         if (c, e_field) not in self._adj:
             s, d = self._edges[c]
-            w = self.edata[e_field][c[1]].reshape(-1).detach().to(torch.float32)
+            w = self.edata[e_field][c[1]].reshape(-1).detach().to(device=s.device, dtype=torch.float32)  # after .to
             shape = (self._n[c[2]], self._n[c[0]])
             with torch.sparse.check_sparse_tensor_invariants(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")  # tested here
