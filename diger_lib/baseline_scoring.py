@@ -109,12 +109,12 @@ def reference_scorer(model: Any) -> ScoreFn:
 def scorer(model: Any) -> ScoreFn:
     """A batched scorer equal to cornac's ``score`` (tests check it against ``reference_scorer``)."""
     import torch
-    from cornac.models import BPR, SASRec, TransformerRec
+    from cornac.models import BPR, LightGCN, SASRec, TransformerRec
 
     if isinstance(model, BPR):
         return lambda users, history, length: (model.u_factors[_user_index(model, users)] @ model.i_factors.T
                                                + model.i_biases[None, :])
-    if type(model).__name__ == "LightGCN":  # U and V as numpy arrays (cornac's score: V . U[u])
+    if isinstance(model, LightGCN):  # U and V as numpy arrays (cornac's score: V . U[u])
         return lambda users, history, length: model.U[_user_index(model, users)] @ model.V.T
     if isinstance(model, SASRec):
         net = model.model

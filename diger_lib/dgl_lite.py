@@ -59,7 +59,7 @@ class DGLGraph:
                                                 s.min() < 0 or d.min() < 0)):
                 raise ValueError(f"dgl_lite: edges of {et} are not within the {st} / {dt} node counts")
         self.ndata, self.edata, self.dstdata = _PerType(), _PerType(), _PerType()
-        self._adj: dict[tuple[str, str, str], torch.Tensor] = {}
+        self._adj: dict[tuple[tuple[str, str, str], str], tuple[torch.Tensor, torch.Tensor]] = {}  # (relation, field)
 
     def num_nodes(self, ntype: str) -> int:
         return self._n[ntype]
