@@ -39,15 +39,16 @@ def dataset(data_root: str, name: str, seed: int, n_users: int = 22363):
 
 
 class CooGraph(dgl_lite.DGLGraph):
-    """The same graph, propagated with a COO ``torch.sparse.mm`` (autograd transposes it at every backward)."""
+    """The same graph, propagated with a COO ``torch.sparse.mm`` of the same matrix, built once (autograd transposes
+    it at every backward)."""
 
     def multi_update_all(self, funcs, cross_reducer):
         out = {}
         for c, (msg, red) in funcs.items():
-            s, d = self._edges[c]
-            a = torch.sparse_coo_tensor(torch.stack([d, s]), self.edata[msg[2]][c[1]].reshape(-1).detach(),
-                                        (self._n[c[2]], self._n[c[0]])).coalesce()
-            out[c[2]] = torch.sparse.mm(a, self.ndata[msg[1]][c[0]])
+            key = ("coo", c, msg[2])
+            if key not in self._adj:
+                self._adj[key] = self._adjacency(c, msg[2])[0].to_sparse_coo().coalesce()
+            out[c[2]] = torch.sparse.mm(self._adj[key], self.ndata[msg[1]][c[0]])
         self.dstdata[red[2]] = out
 
 
@@ -90,7 +91,7 @@ def main() -> None:
 
     g = lightgcn.construct_graph(data, data.num_users, data.num_items)
     coo = copy.copy(g)  # the same edges and norms, its own node fields
-    coo.__class__, coo.ndata, coo.dstdata = CooGraph, type(g.ndata)(), type(g.dstdata)()
+    coo.__class__, coo.ndata, coo.dstdata, coo._adj = CooGraph, type(g.ndata)(), type(g.dstdata)(), {}
     graphs = {"dgl_lite CSR": g, "COO sparse.mm": coo}
     torch.manual_seed(0)
     models = {name: lightgcn.Model(g, 64, 3, 1e-4) for name, g in graphs.items()}
