@@ -6,11 +6,13 @@ graph propagation it asks of DGL comes from ``dgl_lite`` (DGL has no build for t
 catalogue by ``U[u] . V[i]`` (full ranking, nothing removed). One change of speed, not of sampling: cornac's
 ``uij_iter`` draws each BPR negative in a Python loop (5-9 s of a 12 s Beauty epoch); ``uniform_uij_iter`` draws the
 same thing (uniform over the items the user has no training interaction with, by rejection) a batch at a time.
+A grid point checkpoints at each validation check and resumes from there (``baseline_resume``).
 """
 from __future__ import annotations
 
 import time
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
@@ -58,18 +60,49 @@ def make(params: dict[str, Any], fixed: dict[str, Any], max_epochs: int, seed: i
     return LightGCN(num_epochs=max_epochs, seed=seed, verbose=False, **fixed, **params)
 
 
+def _save(path: Path, opt: Any, data: Any, epoch: int, seconds: float, sel: "Selection") -> None:
+    """The fit's state after ``epoch``: the embedding tables (the optimizer's parameters), Adam, ``data.rng`` (it
+    shuffles the batches and draws the negatives; torch draws nothing after the initialisation) and the selection;
+    atomically."""
+    from .baseline_resume import SELECTION_FIELDS
+    from .checkpoint import atomic_torch_save
+
+    atomic_torch_save({"epoch": epoch, "seconds": seconds, "opt": opt.state_dict(),
+                       "params": [p.detach().clone() for g in opt.param_groups for p in g["params"]],
+                       "np_rng": data.rng.get_state(),
+                       "selection": {k: getattr(sel, k) for k in SELECTION_FIELDS}}, path)
+
+
+def _restore(data: Any, opt: Any, saved: dict[str, Any]) -> None:
+    import torch
+
+    with torch.no_grad():
+        for p, v in zip((p for g in opt.param_groups for p in g["params"]), saved["params"], strict=True):
+            p.copy_(v)
+    opt.load_state_dict(saved["opt"])
+    data.rng.set_state(saved["np_rng"])
+
+
 def fit(params: dict[str, Any], fixed: dict[str, Any], data: Any, split: "Split", cfg: Any,
-        log) -> tuple[Any, "Selection"]:
+        log, ckpt: Path | None = None) -> tuple[Any, "Selection"]:
     """cornac's fit on ``data`` (``baselines.interaction_dataset``) with ``cfg`` (a ``baselines.FitConfig``). Its
     per-epoch ``early_stop`` call (made when ``early_stopping`` is set) runs our selection every ``eval_every`` epochs
-    on validation NDCG@10 with ``patience`` checks, and the model ends at its best epoch."""
+    on validation NDCG@10 with ``patience`` checks, and the model ends at its best epoch. With ``ckpt``, the state is
+    written at each check, and a fit that finds it runs only the remaining epochs, to the uninterrupted result."""
+    from . import baseline_resume as R
     from .baseline_scoring import evaluate, scorer
     from .baseline_selection import Selection, _OurValidation, _Stop
 
     net = make(params, fixed, cfg.max_epochs, cfg.seed)
-    t0, epoch = time.time(), [0]
+    saved, opt = R.load(ckpt), []
+    t0, epoch = time.time() - (saved["seconds"] if saved else 0.0), [saved["epoch"] if saved else 0]
     sel = Selection(lambda: evaluate(scorer(net), split.valid, cfg.topk, max_users=cfg.max_eval_users).metrics,
                     cfg.patience, lambda: (net.U.copy(), net.V.copy()))
+    if saved is not None:
+        for k, v in saved["selection"].items():
+            setattr(sel, k, v)
+        net.num_epochs = cfg.max_epochs - epoch[0]
+        log(f"  resumed after epoch {epoch[0]} (best {sel.best:.4f} at epoch {sel.best_epoch})")
 
     def early_stop(train_set, val_set, **_) -> bool:  # cornac calls it after each epoch, once U and V are set
         epoch[0] += 1
@@ -81,11 +114,14 @@ def fit(params: dict[str, Any], fixed: dict[str, Any], data: Any, split: "Split"
             log(f"  stopped: no better validation N@10 for {cfg.patience} checks")
             return True
         log(f"  epoch {epoch[0]}: valid N@10 {score:.4f} (best {sel.best:.4f} at epoch {sel.best_epoch})")
+        if ckpt is not None:
+            _save(ckpt, opt[0], data, epoch[0], time.time() - t0, sel)
         return False
 
     net.early_stopping, net.early_stop = {}, early_stop
     data.uij_iter = partial(uniform_uij_iter, data)
-    net.fit(data, val_set=_OurValidation())
+    with R.resuming_adam(net, saved, opt, restore=partial(_restore, data)):
+        net.fit(data, val_set=_OurValidation())
     if sel.best_state is not None:
         net.U, net.V = sel.best_state
     del net.early_stop  # the instance's hook; a pickled model keeps cornac's method

@@ -1,6 +1,6 @@
-"""Epoch checkpoints inside cornac's sequential ``fit`` (SASRec, BERT4Rec), so a grid point a session's end
-interrupts resumes where it stopped instead of starting again (a Beauty SASRec point takes 20-50 epochs, up to an
-hour of one core).
+"""Epoch checkpoints inside cornac's ``fit`` (SASRec, BERT4Rec; LightGCN through ``baseline_lightgcn``), so a grid
+point a session's end interrupts resumes where it stopped instead of starting again (a Beauty SASRec point takes
+20-50 epochs, up to an hour of one core; a Yelp LightGCN point about as long).
 
 cornac builds the model and its Adam optimizer inside ``fit`` and runs every epoch there. At each validation check
 (``baselines._validation_hook``) ``save`` writes the model, the optimizer, both random streams (torch's global one:
@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 SELECTION_FIELDS = ("best", "best_epoch", "best_state", "history", "bad")
 
@@ -51,26 +52,36 @@ def load(path: Path | None) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def _restore_sequential(net: Any, opt: Any, saved: dict[str, Any]) -> None:
+    """What ``save`` wrote, back into a SASRec/BERT4Rec fit: model, objective, optimizer and both random streams."""
+    import torch
+
+    net.model.load_state_dict(saved["model"])
+    with torch.no_grad():
+        for p, v in zip(_objective_params(net), saved["objective"]):
+            p.copy_(v)
+    opt.load_state_dict(saved["opt"])
+    torch.set_rng_state(saved["torch_rng"])
+    net.rng.set_state(saved["np_rng"])
+
+
 @contextmanager
-def resuming_adam(net: Any, saved: dict[str, Any] | None, box: list) -> Iterator[None]:
+def resuming_adam(net: Any, saved: dict[str, Any] | None, box: list,
+                  restore: Callable[[Any, dict[str, Any]], None] | None = None) -> Iterator[None]:
     """Within this block, the ``torch.optim.Adam`` cornac's ``fit`` creates is put in ``box`` (``save`` needs it) and,
-    with ``saved``, starts from the checkpoint: model, objective, optimizer and both random streams."""
+    with ``saved``, starts from the checkpoint: ``restore(optimizer, saved)``, by default SASRec's/BERT4Rec's (model,
+    objective, optimizer and both random streams)."""
     import torch
 
     original = torch.optim.Adam
+    restore = restore or partial(_restore_sequential, net)
 
     class Adam(original):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             box.append(self)
             if saved is not None:
-                net.model.load_state_dict(saved["model"])
-                with torch.no_grad():
-                    for p, v in zip(_objective_params(net), saved["objective"]):
-                        p.copy_(v)
-                self.load_state_dict(saved["opt"])
-                torch.set_rng_state(saved["torch_rng"])
-                net.rng.set_state(saved["np_rng"])
+                restore(self, saved)
 
     torch.optim.Adam = Adam
     try:

@@ -295,14 +295,15 @@ class Trained(NamedTuple):
 def fit(model: Baseline | str, params: dict[str, Any], split: Split, cfg: FitConfig = FitConfig(),
         log: Callable[[str], None] = print, ckpt: Path | str | None = None) -> tuple[Any, Selection]:
     """Train one grid point with epoch selection; returns the model at its best epoch and the selection record.
-    ``ckpt`` (SASRec, BERT4Rec): an epoch checkpoint file, written at each check and resumed from if present."""
+    ``ckpt`` (SASRec, BERT4Rec, LightGCN): an epoch checkpoint file, written at each check and resumed from if present."""
     model = Baseline(model)
     if model == Baseline.MF:
         net, sel = _fit_mf(params, split, cfg, log)
     elif model == Baseline.LIGHTGCN:
         from . import baseline_lightgcn
 
-        net, sel = baseline_lightgcn.fit(params, FIXED[model], interaction_dataset(split, cfg.seed), split, cfg, log)
+        net, sel = baseline_lightgcn.fit(params, FIXED[model], interaction_dataset(split, cfg.seed), split, cfg, log,
+                                         Path(ckpt) if ckpt else None)
     else:
         net, sel = _fit_sequential(model, params, split, cfg, log, Path(ckpt) if ckpt else None)
     check_identity_maps(net, split.n_items)

@@ -146,3 +146,22 @@ def test_a_lightgcn_grid_keeps_its_model_for_a_rerun(tiny, tmp_path):
     again = B.train_grid("lightgcn", tiny, cfg, log=logs.append, cache_dir=tmp_path, spec=spec)
     assert any("skipped" in line for line in logs) and again.valid == first.valid
     assert np.array_equal(again.model.U, first.model.U) and again.grid == first.grid
+
+
+def test_a_lightgcn_point_stopped_mid_fit_resumes_to_the_uninterrupted_result(tiny, tmp_path):
+    """A stop after epoch 4 of 8 (a 4-epoch fit that leaves its checkpoint), then the 8-epoch fit with it: epochs 5-8
+    only, ending with the uninterrupted fit's U, V and validation checks (tables, Adam, the stream of the batches
+    and negatives, and the selection are restored; the grid deletes the file once its point is done)."""
+    params, cfg = dict(learning_rate=5e-3, lambda_reg=1e-4), QUICK._replace(max_epochs=8, eval_every=2, patience=10)
+    ref, ref_sel = B.fit("lightgcn", params, tiny, cfg, log=lambda s: None)
+    ckpt = tmp_path / "point.pt"
+    B.fit("lightgcn", params, tiny, cfg._replace(max_epochs=4), log=lambda s: None, ckpt=ckpt)
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["epoch"] == 4 and len(saved["selection"]["history"]) == 2
+    logs: list[str] = []
+    net, sel = B.fit("lightgcn", params, tiny, cfg, log=logs.append, ckpt=ckpt)
+    assert any("resumed after epoch 4" in line for line in logs)
+    assert [line.split(":")[0].strip() for line in logs if "valid N@10" in line] == ["epoch 6", "epoch 8"]
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(sel.history) == strip(ref_sel.history) and sel.best_epoch == ref_sel.best_epoch
+    assert np.array_equal(net.U, ref.U) and np.array_equal(net.V, ref.V)
