@@ -11,10 +11,12 @@ import calendar
 import contextlib
 import json
 import os
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from .paths import relative
 
@@ -125,3 +127,15 @@ def profile_lock(path: Path | str, command: str, warn: Callable[[str], None] = p
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # before unlocking, so nobody reads our text as a stale holder's
         os.close(fd)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a session's end, ``kill``, a batch scheduler, a ``--workers`` parent stopping its children) ends the
+    runner as Ctrl-C does: the kernel is shut down, the interrupted step's staging folder removed and the profile's
+    lock released. SIGTERM's default action would end the process with none of that done."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import ConfigError, reject_unknown
-from .lock import LOCK_NAME, LockHeld, profile_lock
+from .kernels import kernel_config, relativize_notebook
+from .lock import LOCK_NAME, LockHeld, profile_lock, stop_on_sigterm
 from .outputs import AGGREGATES, input_runs, inputs_changed, stale_reason
 from .provenance import git_commit, hardware, versions
 from .paths import ROOT, artifacts_dir, relative, relative_text, staging_dir
@@ -181,38 +182,6 @@ def plan_step(profile: str, stem: str, variant: str, params: dict[str, Any], run
     return final, full, config
 
 
-def _kernel_config(socket_dir: str):
-    """The kernel talks to papermill over private Unix sockets (IPC), not TCP on localhost: nothing for ipykernel
-    to warn about ("running over TCP without encryption"), and no ports to collide between runners."""
-    from traitlets.config import Config
-
-    if os.name == "nt":
-        return Config()
-    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(socket_dir, "kernel")}})
-
-
-def _relativize_notebook(path: Path, stem: str, final: Path) -> None:
-    """Papermill records absolute input/output paths in the notebook's metadata: write them relative to the repo.
-    Text outputs that name a file under the checkout (a library warning, a path printed without display_path)
-    lose the machine's prefix the same way, so an executed notebook reads the same in every clone."""
-    import nbformat
-
-    book = nbformat.read(path, as_version=4)
-    meta = book.metadata.get("papermill", {})
-    meta["input_path"] = relative(notebook_path(stem))
-    meta["output_path"] = relative(final / path.name)
-    for cell in book.cells:
-        for out in cell.get("outputs", []):
-            if "text" in out:
-                out["text"] = relative_text(out["text"])
-            if "traceback" in out:
-                out["traceback"] = [relative_text(line) for line in out["traceback"]]
-            for mime, value in out.get("data", {}).items():
-                if mime.startswith("text/") and isinstance(value, str):
-                    out["data"][mime] = relative_text(value)
-    nbformat.write(book, path)
-
-
 def _execute(stem: str, name: str, staging: Path, final: Path, full: dict[str, Any]) -> float:
     import papermill as pm
 
@@ -223,7 +192,10 @@ def _execute(stem: str, name: str, staging: Path, final: Path, full: dict[str, A
         with tempfile.TemporaryDirectory(prefix="diger-kernel-") as sockets:
             pm.execute_notebook(str(notebook_path(stem)), str(staging / f"{stem}.ipynb"), parameters=full,
                                 cwd=str(ROOT), kernel_name="python3", progress_bar=False, log_output=False,
-                                config=_kernel_config(sockets))
+                                config=kernel_config(sockets))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (papermill has shut the kernel down): no half-run folder stays
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     except Exception as e:
         if not staging.exists():
             raise RunnerError(f"notebook {stem} ({name}): its staging folder {relative(staging)} was removed while "
@@ -271,7 +243,7 @@ def run_step(profile: str, stem: str, variant: str, params: dict[str, Any], *, r
         raise RunnerError(f"notebook {stem} ({name}): its staging folder {relative(staging)} was removed while it ran")
     if not (staging / "metrics.json").exists():
         raise RunnerError(f"notebook {stem} finished without writing metrics.json in {relative(staging)}")
-    _relativize_notebook(staging / f"{stem}.ipynb", stem, final)
+    relativize_notebook(staging / f"{stem}.ipynb", notebook_path(stem), final)
     (staging / "config.json").write_text(json.dumps(config_view, indent=2, sort_keys=True) + "\n")
     manifest = {"notebook": stem, "variant": variant, "profile": profile, "commit": commit,
                 "versions": versions(), "hardware": hardware(), "seed": config_view.get("seed"),
@@ -465,6 +437,15 @@ def run_profile(profile: str, steps: list[Step], *, skip_finished: bool, command
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("stopped (Ctrl-C or SIGTERM): finished runs are kept; the step that was running left no run folder, "
+              "and its training checkpoints let `--skip-finished` continue it", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     try:
@@ -481,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = os.environ.get("DIGER_RUNNER_COMMAND", "") if args.no_lock else ""
     command = command or _command(argv)
+    stop_on_sigterm()
     if args.no_lock:  # a --workers child: its parent holds the profile's lock
         return run_profile(profile, steps, skip_finished=args.skip_finished, command=command)
     lock = RUNS / profile / LOCK_NAME

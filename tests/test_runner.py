@@ -2,6 +2,7 @@
 injected parameters checked inside the notebook (direct papermill use is as safe as the runner)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -162,6 +163,43 @@ def test_second_runner_is_refused_and_a_killed_runners_lock_is_taken_over(tmp_pa
         assert json.loads(lock.read_text())["pid"] == me["pid"] == os.getpid()
     assert len(said) == 1 and "stale" in said[0] and f"pid {holder.pid}" in said[0]
     assert not lock.exists()  # released at exit
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or os.name != "posix", reason="reads /proc for the kernel")
+def test_sigterm_stops_a_runner_as_ctrl_c_does(tmp_path):
+    """SIGTERM while a notebook runs (a session's end, ``kill``): exit 130 with a message, the kernel shut down, the
+    staging folder removed, no run folder and the lock released (SIGTERM's default left all of them behind)."""
+    import signal
+    import time
+
+    name = f"sigterm_probe_{os.getpid()}"
+    body = (ROOT / "profiles" / "byo_example.toml").read_text().replace('name = "byo_example"', f'name = "{name}"')
+    (tmp_path / "p.toml").write_text(body)
+    runs = ROOT / "papermill_runs" / name
+    env = dict(os.environ, DIGER_ARTIFACTS=str(tmp_path / "art"))
+    proc = subprocess.Popen([sys.executable, "-m", "diger_lib.runner", "--profile-file", str(tmp_path / "p.toml")],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        kids, deadline = [], time.time() + 120
+        while not kids and time.time() < deadline and proc.poll() is None:  # the first step's kernel has started
+            time.sleep(0.2)
+            kids = [int(k) for t in Path(f"/proc/{proc.pid}/task").iterdir()
+                    for k in (t / "children").read_text().split()] if Path(f"/proc/{proc.pid}").is_dir() else []
+        assert kids and any(p.name.endswith(".partial") for p in runs.iterdir())
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130 and "stopped (Ctrl-C or SIGTERM)" in err
+        assert sorted(p.name for p in runs.iterdir()) == []  # no lock, no staging folder, no run
+        deadline = time.time() + 30
+        while any(Path(f"/proc/{k}").is_dir() for k in kids) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(Path(f"/proc/{k}").is_dir() for k in kids)  # the kernel is gone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(runs, ignore_errors=True)
 
 
 def test_lock_is_released_on_error(tmp_path):
