@@ -133,9 +133,17 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (a session's end, ``kill``, a batch scheduler, a ``--workers`` parent stopping its children) ends the
-    runner as Ctrl-C does: the kernel is shut down, the interrupted step's staging folder removed and the profile's
-    lock released. SIGTERM's default action would end the process with none of that done."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM (a session's end, ``kill``, a batch scheduler, a ``--workers`` parent stopping its
+    children) ends the runner as Ctrl-C does: the kernel is shut down, the interrupted step's staging folder removed
+    and the profile's lock released. SIGTERM's default action would end the process with none of that done. The
+    previous handler comes back after the block (``runner.main`` also runs inside tests)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

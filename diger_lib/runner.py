@@ -438,7 +438,8 @@ def run_profile(profile: str, steps: list[Step], *, skip_finished: bool, command
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _main(argv)
+        with stop_on_sigterm():
+            return _main(argv)
     except KeyboardInterrupt:
         print("stopped (Ctrl-C or SIGTERM): finished runs are kept; the step that was running left no run folder, "
               "and its training checkpoints let `--skip-finished` continue it", file=sys.stderr)
@@ -462,7 +463,6 @@ def _main(argv: list[str] | None) -> int:
         return 0
     command = os.environ.get("DIGER_RUNNER_COMMAND", "") if args.no_lock else ""
     command = command or _command(argv)
-    stop_on_sigterm()
     if args.no_lock:  # a --workers child: its parent holds the profile's lock
         return run_profile(profile, steps, skip_finished=args.skip_finished, command=command)
     lock = RUNS / profile / LOCK_NAME

@@ -202,6 +202,16 @@ def test_sigterm_stops_a_runner_as_ctrl_c_does(tmp_path):
         shutil.rmtree(runs, ignore_errors=True)
 
 
+def test_the_runner_gives_sigterm_back_to_its_previous_handler(monkeypatch):
+    """runner.main runs inside other programs too (tests, a notebook): its SIGTERM handling ends with it."""
+    import signal
+
+    monkeypatch.setitem(PROFILES, "tiny_list", lambda: [("06_results_tables", "", {})])
+    before = signal.getsignal(signal.SIGTERM)
+    assert runner.main(["--profile", "tiny_list", "--list"]) == 0
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_lock_is_released_on_error(tmp_path):
     lock = tmp_path / ".runner.lock"
     with pytest.raises(RuntimeError):
