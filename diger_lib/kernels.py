@@ -19,8 +19,8 @@ def kernel_config(socket_dir: str):
 
 
 def relativize_notebook(path: Path, source: Path, final: Path) -> None:
-    """Papermill records absolute input/output paths (``source``, the notebook run; ``final``, its run folder) in the notebook's metadata: write them relative to the repo.
-    Text outputs that name a file under the checkout (a library warning, a path printed without display_path)
+    """Papermill records absolute input/output paths (``source``, the notebook run; ``final``, its run folder) in
+    the notebook's metadata: write them relative to the repo. Text outputs that name a file under the checkout (a library warning, a path printed without display_path)
     lose the machine's prefix the same way, so an executed notebook reads the same in every clone."""
     import nbformat
 

@@ -32,7 +32,7 @@ from .kernels import kernel_config, relativize_notebook
 from .lock import LOCK_NAME, LockHeld, profile_lock, stop_on_sigterm
 from .outputs import AGGREGATES, input_runs, inputs_changed, stale_reason
 from .provenance import git_commit, hardware, versions
-from .paths import ROOT, artifacts_dir, relative, relative_text, staging_dir
+from .paths import ROOT, artifacts_dir, relative, staging_dir
 from .profile_files import ProfileFileError, load_profile_file
 from .profiles import PROFILES, Step, steps_for
 from .schedule import PARALLEL_STEMS, SchedulingError, dependencies, label_of, run_parallel  # noqa: F401 (re-exported)
