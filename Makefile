@@ -60,7 +60,7 @@ paper-two-stage: data
 paper-two-stage-cosine: data
 	$(VPY) -m diger_lib.runner --profile paper_two_stage_cosine --skip-finished --workers $(WORKERS) $(RUNNER_ARGS)
 
-# Table 3's conventional rows with cornac (notebook 03b: SASRec, MF, BERT4Rec on Beauty, Instruments, Yelp; README
+# Table 3's conventional rows with cornac (notebook 03b: SASRec, MF, BERT4Rec, LightGCN on Beauty, Instruments, Yelp; README
 # "Conventional baselines (cornac)" sizes it). Resumable per run with --skip-finished; SASRec is UniGRec's teacher.
 baselines: data
 	$(VPY) -m diger_lib.runner --profile baselines --skip-finished $(RUNNER_ARGS)
