@@ -64,13 +64,10 @@ def _save(path: Path, opt: Any, data: Any, epoch: int, seconds: float, sel: "Sel
     """The fit's state after ``epoch``: the embedding tables (the optimizer's parameters), Adam, ``data.rng`` (it
     shuffles the batches and draws the negatives; torch draws nothing after the initialisation) and the selection;
     atomically."""
-    from .baseline_resume import SELECTION_FIELDS
-    from .checkpoint import atomic_torch_save
+    from .baseline_resume import write
 
-    atomic_torch_save({"epoch": epoch, "seconds": seconds, "opt": opt.state_dict(),
-                       "params": [p.detach().clone() for g in opt.param_groups for p in g["params"]],
-                       "np_rng": data.rng.get_state(),
-                       "selection": {k: getattr(sel, k) for k in SELECTION_FIELDS}}, path)
+    write(path, opt, epoch, seconds, sel, params=[p.detach().clone() for g in opt.param_groups for p in g["params"]],
+          np_rng=data.rng.get_state())
 
 
 def _restore(data: Any, opt: Any, saved: dict[str, Any]) -> None:
@@ -95,14 +92,11 @@ def fit(params: dict[str, Any], fixed: dict[str, Any], data: Any, split: "Split"
 
     net = make(params, fixed, cfg.max_epochs, cfg.seed)
     saved, opt = R.load(ckpt), []
-    t0, epoch = time.time() - (saved["seconds"] if saved else 0.0), [saved["epoch"] if saved else 0]
     sel = Selection(lambda: evaluate(scorer(net), split.valid, cfg.topk, max_users=cfg.max_eval_users).metrics,
                     cfg.patience, lambda: (net.U.copy(), net.V.copy()))
-    if saved is not None:
-        for k, v in saved["selection"].items():
-            setattr(sel, k, v)
-        net.num_epochs = cfg.max_epochs - epoch[0]
-        log(f"  resumed after epoch {epoch[0]} (best {sel.best:.4f} at epoch {sel.best_epoch})")
+    t0, done = R.resume(saved, sel, log)
+    epoch = [done]
+    net.num_epochs = cfg.max_epochs - done
 
     def early_stop(train_set, val_set, **_) -> bool:  # cornac calls it after each epoch, once U and V are set
         epoch[0] += 1

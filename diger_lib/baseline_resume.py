@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -31,17 +32,33 @@ def _objective_params(net: Any) -> list:
     return list(objective.parameters()) if objective is not None else []
 
 
-def save(path: Path, net: Any, opt: Any, epoch: int, seconds: float, selection: Any) -> None:
-    """Write the fit's state after ``epoch`` (atomically: a stop while writing keeps the previous checkpoint)."""
-    import torch
-
+def write(path: Path, opt: Any, epoch: int, seconds: float, selection: Any, **state: Any) -> None:
+    """Write a fit's state after ``epoch``: Adam, the epoch selection and the model's own ``state`` (atomically: a
+    stop while writing keeps the previous checkpoint)."""
     from .checkpoint import atomic_torch_save
 
-    state = {"epoch": epoch, "seconds": seconds, "model": net.model.state_dict(), "opt": opt.state_dict(),
-             "objective": [p.detach().clone() for p in _objective_params(net)],
-             "torch_rng": torch.get_rng_state(), "np_rng": net.rng.get_state(),
-             "selection": {k: getattr(selection, k) for k in SELECTION_FIELDS}}
-    atomic_torch_save(state, path)
+    atomic_torch_save({"epoch": epoch, "seconds": seconds, "opt": opt.state_dict(),
+                       "selection": {k: getattr(selection, k) for k in SELECTION_FIELDS}, **state}, path)
+
+
+def save(path: Path, net: Any, opt: Any, epoch: int, seconds: float, selection: Any) -> None:
+    """A SASRec/BERT4Rec fit's state: model, objective and both random streams besides ``write``'s."""
+    import torch
+
+    write(path, opt, epoch, seconds, selection, model=net.model.state_dict(),
+          objective=[p.detach().clone() for p in _objective_params(net)], torch_rng=torch.get_rng_state(),
+          np_rng=net.rng.get_state())
+
+
+def resume(saved: dict[str, Any] | None, selection: Any, log: Callable[[str], None]) -> tuple[float, int]:
+    """The fit's clock start and the epochs already run: with a checkpoint, the selection as it was and a log line;
+    without, now and 0."""
+    if saved is None:
+        return time.time(), 0
+    for k, v in saved["selection"].items():
+        setattr(selection, k, v)
+    log(f"  resumed after epoch {saved['epoch']} (best {selection.best:.4f} at epoch {selection.best_epoch})")
+    return time.time() - saved["seconds"], saved["epoch"]
 
 
 def load(path: Path | None) -> dict[str, Any] | None:

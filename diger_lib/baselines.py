@@ -216,17 +216,14 @@ def _fit_sequential(model: Baseline, params, split: Split, cfg: "FitConfig", log
 
     net = _make_sequential(model, params, cfg.max_history, cfg.max_epochs, cfg.eval_every, cfg.seed)
     saved, opt = R.load(ckpt), []
-    t0, epoch = time.time() - (saved["seconds"] if saved else 0.0), [saved["epoch"] if saved else 0]
 
     def valid():
         return evaluate(scorer(net), split.valid, cfg.topk, max_users=cfg.max_eval_users).metrics
 
     sel = Selection(valid, cfg.patience, lambda: {k: v.detach().clone() for k, v in net.model.state_dict().items()})
-    if saved is not None:
-        for k, v in saved["selection"].items():
-            setattr(sel, k, v)
-        net.n_epochs = cfg.max_epochs - epoch[0]  # cornac counts its epochs from 1 again; checks stay aligned
-        log(f"  resumed after epoch {epoch[0]} (best {sel.best:.4f} at epoch {sel.best_epoch})")
+    t0, done = R.resume(saved, sel, log)
+    epoch = [done]
+    net.n_epochs = cfg.max_epochs - done  # cornac counts its epochs from 1 again; checks stay aligned
 
     def hook():
         epoch[0] += cfg.eval_every
